@@ -1,0 +1,197 @@
+"""The one configuration model of the platform (ARCHITECTURE §4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr | None = None
+    """`None` means the SQLite file in `data_dir`; a URL may carry a password, hence secret."""
+    pool_size: int = Field(default=10, ge=1, le=500)
+    echo: bool = False
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "soma."
+    partitions: int = Field(default=6, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    session_timeout_ms: int = Field(default=10_000, ge=500)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    rebalance_timeout_ms: int = Field(default=10_000, ge=500)
+
+
+class BusSettings(_Section):
+    backend: Literal["local", "kafka"] = "local"
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    """Deliveries of one message before it goes to `<topic>.dlq`."""
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    """Keys processed at once per consumer group."""
+    kafka: KafkaSettings = KafkaSettings()
+
+
+class OutboxSettings(_Section):
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    retention_s: float = Field(default=3600.0, ge=0)
+
+
+class CacheSettings(_Section):
+    url: SecretStr = SecretStr("memory://")
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    stream_maxlen: int = Field(default=10_000, ge=10)
+    stream_ttl_s: int = Field(default=3600, ge=1)
+
+
+class PolicySettings(_Section):
+    engine: Literal["embedded", "opa"] = "embedded"
+    opa_url: str = "http://127.0.0.1:8181"
+    timeout_s: float = Field(default=2.0, gt=0)
+    rego_dir: Path | None = None
+    """Directory of `.rego` files; `None` means the policies shipped in `soma/policy/rego`."""
+
+
+class ModelSettings(_Section):
+    provider: Literal["openai", "local"]
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    fallbacks: list[str] = []
+    path: Path | None = None
+    """GGUF file for the local provider; `None` means the bundled SmolLM2."""
+    context_tokens: int = Field(default=8192, ge=256)
+    max_concurrency: int = Field(default=1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> ModelSettings:
+        if self.provider == "openai" and not self.base_url:
+            raise ValueError("an openai provider needs base_url")
+        return self
+
+
+def _default_models() -> dict[str, ModelSettings]:
+    return {"local": ModelSettings(provider="local", context_tokens=2048)}
+
+
+class LLMSettings(_Section):
+    default_model: str = "local"
+    models: dict[str, ModelSettings] = Field(default_factory=_default_models)
+    retries: int = Field(default=2, ge=0, le=10)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _lower_names(cls, value: Any) -> Any:
+        # Declared models join the built-in `local` one rather than replacing it.
+        if isinstance(value, dict):
+            return {**_default_models(), **{str(k).lower(): v for k, v in value.items()}}
+        return value
+
+    @model_validator(mode="after")
+    def _default_is_declared(self) -> LLMSettings:
+        self.default_model = self.default_model.lower()
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not in llm.models")
+        for name, model in self.models.items():
+            for fallback in model.fallbacks:
+                if fallback.lower() not in self.models:
+                    raise ValueError(f"models.{name}.fallbacks names unknown model {fallback!r}")
+        return self
+
+
+class AuthSettings(_Section):
+    bootstrap_key_file: Path | None = None
+    """`None` means `<data_dir>/admin.key`."""
+    key_cache_ttl_s: float = Field(default=5.0, ge=0)
+
+
+class ObservabilitySettings(_Section):
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    otlp_endpoint: str | None = None
+    access_log: bool = True
+
+
+class RuntimeSettings(_Section):
+    max_concurrent_runs: int = Field(default=64, ge=1, le=10_000)
+    lease_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    recovery_interval_s: float = Field(default=5.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Effective configuration; build it with `soma.config.load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SOMA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    data_dir: Path = Path(".soma")
+    services: Annotated[list[str] | None, NoDecode] = None
+    """Services this replica runs (plus their dependencies); `None` means all."""
+    shutdown_timeout: float = Field(default=20.0, gt=0)
+    http: HttpSettings = HttpSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    bus: BusSettings = BusSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    cache: CacheSettings = CacheSettings()
+    policy: PolicySettings = PolicySettings()
+    llm: LLMSettings = LLMSettings()
+    auth: AuthSettings = AuthSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The loader merges flags, env and file itself so it can tell where each value came from.
+        return (init_settings,)
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _split_services(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            names = [part.strip() for part in value.split(",") if part.strip()]
+            return None if not names or names == ["all"] else names
+        return value
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite+aiosqlite:///{self.data_dir / 'soma.db'}"
+
+    @property
+    def bootstrap_key_file(self) -> Path:
+        return self.auth.bootstrap_key_file or self.data_dir / "admin.key"

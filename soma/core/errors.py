@@ -1,0 +1,19 @@
+"""Errors shared across the platform."""
+
+from __future__ import annotations
+
+
+class SomaError(Exception):
+    """Base of the platform's own errors."""
+
+
+class StartupError(SomaError):
+    """A service could not start; the message is one line naming the cause."""
+
+
+class NotFoundError(SomaError):
+    """A resource does not exist for this tenant (cross-tenant access looks the same)."""
+
+
+class ConflictError(SomaError):
+    """The request conflicts with the current state of a resource."""

@@ -1,0 +1,1 @@
+"""pytest plugin: a throwaway kafka server for the integration tests."""

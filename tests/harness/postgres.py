@@ -1,0 +1,1 @@
+"""pytest plugin: a throwaway postgres server for the integration tests."""

@@ -1,0 +1,1 @@
+"""pytest plugin: a throwaway redis server for the integration tests."""
