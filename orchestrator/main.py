@@ -1,0 +1,127 @@
+"""`python -m orchestrator.main`: the single entry point of the platform."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from opentelemetry import trace
+
+from orchestrator.manifest import build_registry
+from orchestrator.orchestrator import SomaOrchestrator, build_plan
+from orchestrator.registry import RegistryError
+from soma.config import ConfigError, LoadedSettings, load_settings, render
+from soma.config.settings import Settings
+from soma.observability.logging import configure_logging
+from soma.observability.metrics import Metrics
+from soma.observability.tracing import create_tracer_provider
+
+EXIT_CONFIG = 2
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.main",
+        description="Run the SomaAgent01 platform (all services, or the subset in --services).",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="validate and print the plan")
+    mode.add_argument("--check-config", action="store_true", help="validate the configuration")
+    mode.add_argument("--print-config", action="store_true", help="print the effective config")
+    parser.add_argument("--config", type=Path, help="TOML config file (default ./soma.toml)")
+    parser.add_argument("--host", dest="http.host", help="listen address")
+    parser.add_argument("--port", dest="http.port", help="listen port")
+    parser.add_argument("--services", help="comma list of services this replica runs")
+    parser.add_argument("--data-dir", dest="data_dir", help="data directory")
+    parser.add_argument("--log-level", dest="observability.log_level")
+    parser.add_argument("--log-format", dest="observability.log_format")
+    parser.add_argument("--shutdown-timeout", dest="shutdown_timeout")
+    return parser.parse_args(list(argv))
+
+
+def flags_of(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"dry_run", "check_config", "print_config", "config"}
+    return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        loaded = load_settings(flags_of(args), args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.print_config:
+        print(render(loaded))
+        return 0
+    if args.check_config:
+        print("configuration is valid")
+        return 0
+    if args.dry_run:
+        return asyncio.run(dry_run(loaded))
+    settings = loaded.settings
+    configure_logging(settings.observability.log_format, settings.observability.log_level)
+    provider = create_tracer_provider(settings.observability.otlp_endpoint)
+    trace.set_tracer_provider(provider)
+    try:
+        registry = build_registry()
+    except RegistryError as exc:
+        logging.getLogger("soma.orchestrator").error("invalid service manifest: %s", exc)
+        return EXIT_CONFIG
+    orchestrator = SomaOrchestrator(settings, registry, Metrics(), provider.get_tracer("soma"))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(_run_checked(orchestrator, settings))
+    finally:
+        provider.shutdown()
+    logging.shutdown()
+    return code
+
+
+async def _run_checked(orchestrator: SomaOrchestrator, settings: Settings) -> int:
+    try:
+        return await orchestrator.run()
+    except RegistryError as exc:
+        logging.getLogger("soma.orchestrator").error("invalid service selection: %s", exc)
+        return EXIT_CONFIG
+
+
+async def dry_run(loaded: LoadedSettings) -> int:
+    """Resolve and construct the plan without opening a socket or writing a file."""
+    settings = loaded.settings
+    try:
+        registry = build_registry()
+        states = build_plan(registry, settings, Metrics())
+    except RegistryError as exc:
+        print(f"plan error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:
+        print(f"plan error: cannot construct a service: {exc}", file=sys.stderr)
+        return 1
+    selected = set(settings.services or registry.names)
+    print(f"config file: {loaded.config_file or 'none'}")
+    print(f"http: {settings.http.host}:{settings.http.port}")
+    print(f"roles: {', '.join(settings.services) if settings.services else 'all'}")
+    print("services in start order:")
+    for index, state in enumerate(states, start=1):
+        definition = state.definition
+        role = "selected" if definition.name in selected else "dependency"
+        kind = "critical" if definition.critical else "non-critical"
+        needs = ", ".join(definition.depends_on) or "-"
+        backend = definition.describe(settings)
+        print(
+            f"  {index}. {definition.name:<14} {kind:<12} {role:<10} needs: {needs:<20} {backend}"
+        )
+    print("plan is valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

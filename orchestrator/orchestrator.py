@@ -1,0 +1,236 @@
+"""SomaOrchestrator: builds the plan, serves the one app, handles signals, starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter
+from opentelemetry.trace import Tracer
+
+from orchestrator.app import RouteProvider, create_app
+from orchestrator.lifecycle import CriticalStartFailure, Lifecycle
+from orchestrator.registry import ServiceContext, ServiceRegistry, ServiceState
+from soma.config import Settings
+from soma.observability.metrics import Metrics
+
+_log = logging.getLogger("soma.orchestrator")
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+EXIT_UNCLEAN_STOP = 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the orchestrator owns signals."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def build_plan(
+    registry: ServiceRegistry, settings: Settings, metrics: Metrics
+) -> list[ServiceState]:
+    """Construct the selected services in start order; construction opens and writes nothing."""
+    context = ServiceContext(settings, metrics)
+    states: list[ServiceState] = []
+    for definition in registry.start_order(settings.services):
+        service = definition.factory(context)
+        if service.name != definition.name:
+            raise ValueError(
+                f"factory of {definition.name!r} built a service named {service.name!r}"
+            )
+        context.add(service)
+        states.append(ServiceState(definition=definition, service=service))
+    return states
+
+
+class SomaOrchestrator:
+    """Owns the ServiceRegistry's services for the life of the process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ServiceRegistry,
+        metrics: Metrics,
+        tracer: Tracer,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.tracer = tracer
+        self._lifecycle: Lifecycle | None = None
+        self._started = False
+        self._draining = False
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self.address: tuple[str, int] | None = None
+        """The bound listen address once serving (useful with port 0)."""
+
+    # HealthView
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return (
+            self._started
+            and not self._draining
+            and self._lifecycle is not None
+            and self._lifecycle.critical_healthy()
+        )
+
+    async def report(self) -> dict[str, Any]:
+        lifecycle = self._lifecycle
+        services: dict[str, dict[str, Any]] = {}
+        if lifecycle is not None:
+            if self._started:
+                await lifecycle.probe()
+            for state in lifecycle.states:
+                services[state.name] = {
+                    "status": str(state.status),
+                    "critical": state.definition.critical,
+                    "detail": state.detail,
+                }
+        healthy = self._started and lifecycle is not None and lifecycle.critical_healthy()
+        if self._draining:
+            status = "draining"
+        elif not self._started:
+            status = "starting"
+        elif healthy:
+            status = "healthy"
+        else:
+            status = "unhealthy"
+        return {"status": status, "services": services}
+
+    def request_stop(self, signum: int | None = None) -> None:
+        """First call starts the graceful stop; a second signal forces the exit."""
+        self._signals += 1
+        if self._signals > 1 and signum is not None:
+            _log.error("second signal %s: forcing exit", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        if signum is not None:
+            _log.info("received %s: draining", signal.Signals(signum).name)
+        self._draining = True
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Serve until a stop is requested; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signum)
+        began = time.perf_counter()
+        states = build_plan(self.registry, self.settings, self.metrics)
+        lifecycle = Lifecycle(states, self.metrics, self.settings.shutdown_timeout)
+        self._lifecycle = lifecycle
+        for state in states:
+            self.metrics.service_up.labels(state.name).set(0)
+        try:
+            sock = _listen(self.settings.http.host, self.settings.http.port)
+        except OSError as exc:
+            _log.error(
+                "startup failed: http: cannot listen on %s:%d: %s",
+                self.settings.http.host,
+                self.settings.http.port,
+                exc.strerror or exc,
+            )
+            return EXIT_STARTUP_FAILED
+        server = self._server(states)
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        host, port = sock.getsockname()[:2]
+        self.address = (host, port)
+        _log.info("listening on http://%s:%d", host, port)
+
+        starting = asyncio.create_task(lifecycle.start_all(), name="startup")
+        stop_wait = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            await self._stop_server(server, serving)
+            return EXIT_OK
+        stop_wait.cancel()
+        failure = starting.exception()
+        if failure is not None:
+            _log.error("startup failed: %s", failure)
+            await self._stop_server(server, serving)
+            if isinstance(failure, CriticalStartFailure):
+                return EXIT_STARTUP_FAILED
+            raise failure
+        self._started = True
+        _log.info(
+            "ready",
+            extra={
+                "startup_ms": round((time.perf_counter() - began) * 1000, 1),
+                "services": [s.name for s in states],
+            },
+        )
+        await self._stop.wait()
+        return await self._shutdown(lifecycle, server, serving)
+
+    async def _shutdown(
+        self, lifecycle: Lifecycle, server: _Server, serving: asyncio.Task[None]
+    ) -> int:
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        began = time.perf_counter()
+        await lifecycle.drain_all(deadline)
+        await self._stop_server(server, serving)
+        clean = await lifecycle.stop_all(deadline)
+        elapsed_ms = round((time.perf_counter() - began) * 1000, 1)
+        if not clean:
+            _log.error("stopped with errors", extra={"shutdown_ms": elapsed_ms})
+            return EXIT_UNCLEAN_STOP
+        _log.info("stopped", extra={"shutdown_ms": elapsed_ms})
+        return EXIT_OK
+
+    def _server(self, states: Sequence[ServiceState]) -> _Server:
+        routers: list[APIRouter] = []
+        for state in states:
+            if isinstance(state.service, RouteProvider):
+                routers.extend(state.service.routers())
+        app = create_app(
+            self, self.metrics, self.tracer, routers, self.settings.observability.access_log
+        )
+        config = uvicorn.Config(
+            app,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(int(self.settings.shutdown_timeout / 2), 1),
+        )
+        return _Server(config)
+
+    async def _stop_server(self, server: _Server, serving: asyncio.Task[None]) -> None:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(serving, timeout=self.settings.shutdown_timeout)
+        except TimeoutError:
+            server.force_exit = True
+            serving.cancel()
+            _log.error("http server did not stop within the shutdown timeout")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
