@@ -1,0 +1,87 @@
+"""Cache ports: key-value, token-bucket rate limiting and per-run event streams."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """Outcome of one rate-limit check; `retry_after_s` is 0 when allowed."""
+
+    allowed: bool
+    remaining: int
+    retry_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    id: int
+    data: bytes
+
+
+class KeyValue(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove `key`; true when it existed."""
+        ...
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, key: str, rate_per_s: float, burst: int, cost: int = 1) -> RateDecision:
+        """Take `cost` tokens from the bucket `key` (capacity `burst`, refilled at `rate_per_s`)."""
+        ...
+
+
+class RunStreams(Protocol):
+    async def append(self, stream: str, data: bytes, entry_id: int | None = None) -> int:
+        """Append an entry at the next id (1, 2, 3, ... per stream) or at `entry_id`.
+
+        An explicit `entry_id` lets a writer keep its own numbering (ids may then have gaps);
+        it must exceed the stream's last id, else ValueError.
+        """
+        ...
+
+    async def read(
+        self, stream: str, after_id: int, limit: int = 100, block_s: float = 0
+    ) -> list[StreamEntry]:
+        """Entries with id > `after_id`; waits up to `block_s` for the next append if none."""
+        ...
+
+    async def last_id(self, stream: str) -> int: ...
+
+    async def delete(self, stream: str) -> None: ...
+
+
+def check_bucket(rate_per_s: float, burst: int, cost: int) -> None:
+    """Reject parameters no bucket can honour; shared by every limiter adapter."""
+    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+        raise ValueError(f"rate_per_s must be a positive finite number, got {rate_per_s!r}")
+    if burst < 1:
+        raise ValueError(f"burst must be >= 1, got {burst!r}")
+    if not 1 <= cost <= burst:
+        raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
+
+
+def check_ttl(ttl_s: float | None) -> None:
+    if ttl_s is not None and not (ttl_s > 0 and math.isfinite(ttl_s)):
+        raise ValueError(f"ttl_s must be a positive finite number or None, got {ttl_s!r}")
+
+
+def check_entry_id(entry_id: int | None) -> None:
+    if entry_id is not None and entry_id < 1:
+        raise ValueError(f"entry_id must be >= 1, got {entry_id!r}")
+
+
+def check_read(after_id: int, limit: int, block_s: float) -> None:
+    if after_id < 0:
+        raise ValueError(f"after_id must be >= 0, got {after_id!r}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit!r}")
+    if not (block_s >= 0 and math.isfinite(block_s)):
+        raise ValueError(f"block_s must be a finite number >= 0, got {block_s!r}")

@@ -1,0 +1,272 @@
+"""Redis cache adapters: KV, token buckets in one Lua script, run streams on Redis Streams."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from soma.cache.port import (
+    RateDecision,
+    StreamEntry,
+    check_bucket,
+    check_entry_id,
+    check_read,
+    check_ttl,
+)
+
+_CONNECT_TIMEOUT_S = 3.0
+_COMMAND_TIMEOUT_S = 10.0
+_POOL_WAIT_S = 10.0
+_BLOCK_GRACE_S = 5.0
+"""Extra time a blocking XREAD may take past its BLOCK before the connection is dropped."""
+_FIELD = b"d"
+
+# One round trip, atomic on the server, and timed by the server's clock, so every replica
+# shares one bucket without clock skew. Expiry forgets buckets that have refilled anyway.
+_TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+local elapsed = now - ts
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(burst, tokens + elapsed * rate)
+local allowed = 0
+local retry = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  retry = (cost - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+           'ts', string.format('%.6f', now))
+local ttl_ms = math.min(math.ceil((burst - tokens) / rate * 1000) + 1000, 2592000000)
+redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms))
+return {allowed, math.floor(tokens), string.format('%.17g', retry)}
+"""
+
+# The counter and the XADD move together, so ids are strictly increasing even with many
+# appenders on many replicas. A lost counter (evicted) restarts from the stream. ARGV[4], when
+# not empty, is an explicit id chosen by the writer, which must exceed the last one.
+_APPEND = """
+local id = tonumber(redis.call('GET', KEYS[2]) or '0')
+if id == 0 then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if last[1] ~= nil then
+    id = tonumber(string.match(last[1][1], '%-(%d+)$'))
+  end
+end
+if ARGV[4] ~= '' then
+  local wanted = tonumber(ARGV[4])
+  if wanted <= id then
+    return redis.error_reply('ERR entry id ' .. ARGV[4] .. ' is not above the last id ' .. id)
+  end
+  id = wanted
+else
+  id = id + 1
+end
+redis.call('SET', KEYS[2], id)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. string.format('%d', id), 'd', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return id
+"""
+
+
+def _pool(url: str, max_connections: int, *, blocking_reads: bool) -> BlockingConnectionPool:
+    # One retry on a connection error only: a reply timeout may mean the script already ran,
+    # and running INCR/XADD or a token take twice would double-count.
+    return BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=None if blocking_reads else _POOL_WAIT_S,
+        socket_connect_timeout=_CONNECT_TIMEOUT_S,
+        socket_timeout=None if blocking_reads else _COMMAND_TIMEOUT_S,
+        socket_keepalive=True,
+        health_check_interval=30,
+        protocol=2,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+
+
+class RedisKeyValue:
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = f"{prefix}kv:"
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._client.get(self._prefix + key)
+        return None if value is None else _as_bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        check_ttl(ttl_s)
+        px = None if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
+        await self._client.set(self._prefix + key, value, px=px)
+
+    async def delete(self, key: str) -> bool:
+        removed: int = await self._client.delete(self._prefix + key)
+        return removed > 0
+
+
+class RedisRateLimiter:
+    """Token buckets shared by every client of the server: exact across replicas."""
+
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self._prefix = f"{prefix}rl:"
+        self._script = client.register_script(_TOKEN_BUCKET)
+
+    async def acquire(self, key: str, rate_per_s: float, burst: int, cost: int = 1) -> RateDecision:
+        check_bucket(rate_per_s, burst, cost)
+        reply = await self._script(
+            keys=[self._prefix + key], args=[repr(float(rate_per_s)), burst, cost]
+        )
+        allowed, remaining, retry = reply
+        return RateDecision(bool(int(allowed)), int(remaining), float(retry))
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _entry_id(raw: bytes | str) -> int:
+    return int(_as_bytes(raw).rsplit(b"-", 1)[1])
+
+
+def _entries(reply: Any) -> list[StreamEntry]:
+    """Parse an XREAD reply of one stream, raw (RESP2 list) or callback-shaped (dict)."""
+    if not reply:
+        return []
+    streams = list(reply.values()) if isinstance(reply, dict) else [item[1] for item in reply]
+    entries: list[StreamEntry] = []
+    for raw_id, fields in streams[0]:
+        if not isinstance(fields, dict):
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        entries.append(StreamEntry(_entry_id(raw_id), fields[_FIELD]))
+    return entries
+
+
+class RedisRunStreams:
+    """Run streams with ids `0-N`; blocking reads use their own pool so they never starve
+    the commands, and a reader that cannot get a connection in time returns what exists."""
+
+    def __init__(
+        self,
+        client: Redis,
+        blocking_pool: BlockingConnectionPool,
+        prefix: str,
+        maxlen: int,
+        ttl_s: int,
+    ) -> None:
+        if maxlen < 1 or ttl_s < 1:
+            raise ValueError("stream maxlen and ttl_s must be >= 1")
+        self._client = client
+        self._blocking_pool = blocking_pool
+        self._prefix = f"{prefix}st:"
+        self._maxlen = maxlen
+        self._ttl_s = ttl_s
+        self._append = client.register_script(_APPEND)
+
+    def _keys(self, stream: str) -> tuple[str, str]:
+        # The hash tag keeps both keys in one slot, as a script touching both requires.
+        key = f"{self._prefix}{{{stream}}}"
+        return key, f"{key}:seq"
+
+    async def append(self, stream: str, data: bytes, entry_id: int | None = None) -> int:
+        check_entry_id(entry_id)
+        key, seq = self._keys(stream)
+        explicit = "" if entry_id is None else str(entry_id)
+        try:
+            new_id = await self._append(
+                keys=[key, seq], args=[data, self._maxlen, self._ttl_s, explicit]
+            )
+        except ResponseError as exc:
+            if "is not above the last id" in str(exc):
+                raise ValueError(str(exc).removeprefix("ERR ")) from None
+            raise
+        return int(new_id)
+
+    async def read(
+        self, stream: str, after_id: int, limit: int = 100, block_s: float = 0
+    ) -> list[StreamEntry]:
+        check_read(after_id, limit, block_s)
+        key = self._keys(stream)[0]
+        start = f"0-{after_id}"
+        found = _entries(await self._client.xread({key: start}, count=limit))
+        if found or block_s == 0:
+            return found
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block_s
+        try:
+            async with asyncio.timeout(block_s):
+                conn = await self._blocking_pool.get_connection()  # type: ignore[no-untyped-call]
+        except TimeoutError:
+            return _entries(await self._client.xread({key: start}, count=limit))
+        command: list[Any] = ["XREAD", "COUNT", limit, "STREAMS", key, start]
+        try:
+            remaining = deadline - loop.time()
+            if remaining > 0:
+                command[3:3] = ["BLOCK", max(1, math.ceil(remaining * 1000))]
+            # A cancelled or timed-out read disconnects the connection (redis-py closes it
+            # on any error mid-reply), so a late reply can never reach another reader.
+            async with asyncio.timeout(max(remaining, 0) + _BLOCK_GRACE_S):
+                await conn.send_command(*command)
+                reply = await conn.read_response()
+        finally:
+            await self._blocking_pool.release(conn)
+        return _entries(reply)
+
+    async def last_id(self, stream: str) -> int:
+        key, seq = self._keys(stream)
+        value = await self._client.get(seq)
+        if value is not None:
+            return int(value)
+        last = await self._client.xrevrange(key, count=1)
+        newest = last[0][0] if last else None
+        return 0 if newest is None else _entry_id(newest)
+
+    async def delete(self, stream: str) -> None:
+        await self._client.delete(*self._keys(stream))
+
+
+class RedisCache:
+    """The connections of one Redis backend and the three adapters that share them."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int,
+        stream_maxlen: int,
+        stream_ttl_s: int,
+        prefix: str = "soma:",
+    ) -> None:
+        self._client = Redis.from_pool(_pool(url, max_connections, blocking_reads=False))
+        self._blocking_pool = _pool(url, max_connections, blocking_reads=True)
+        self.kv = RedisKeyValue(self._client, prefix)
+        self.limiter = RedisRateLimiter(self._client, prefix)
+        self.streams = RedisRunStreams(
+            self._client, self._blocking_pool, prefix, stream_maxlen, stream_ttl_s
+        )
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        await self._blocking_pool.disconnect()

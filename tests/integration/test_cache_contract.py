@@ -1,0 +1,194 @@
+"""The cache contract, run against the in-process and the Redis backend alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aredis
+
+from soma.cache import CacheService, create_cache
+from soma.config.settings import Settings
+from soma.observability.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+
+def make_settings(url: str, **cache: object) -> Settings:
+    return Settings.model_validate({"cache": {"url": url, **cache}})
+
+
+@pytest.fixture
+async def cache(cache_url: str) -> AsyncIterator[CacheService]:
+    service = create_cache(make_settings(cache_url, stream_maxlen=10, stream_ttl_s=1), Metrics())
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def wait_until_blocked(cache_url: str, reader: asyncio.Task[object], count: int = 1) -> None:
+    """Return once `count` readers are parked (Redis reports its blocked clients)."""
+    for _ in range(400):
+        await asyncio.sleep(0.01)
+        assert not reader.done(), "reader returned before anything was appended"
+        if cache_url.startswith("memory"):
+            return
+        client = aredis.Redis.from_url(cache_url)
+        try:
+            info = await client.info("clients")
+        finally:
+            await client.aclose()
+        if int(info["blocked_clients"]) >= count:
+            return
+    raise AssertionError("reader never blocked")
+
+
+async def test_kv_set_get_delete(cache: CacheService) -> None:
+    assert await cache.kv.get("k") is None
+    await cache.kv.set("k", b"\x00value\xff")
+    assert await cache.kv.get("k") == b"\x00value\xff"
+    await cache.kv.set("k", b"v2")
+    assert await cache.kv.get("k") == b"v2"
+    assert await cache.kv.delete("k") is True
+    assert await cache.kv.delete("k") is False
+    assert await cache.kv.get("k") is None
+
+
+async def test_kv_ttl_expires(cache: CacheService) -> None:
+    await cache.kv.set("short", b"x", ttl_s=0.2)
+    await cache.kv.set("long", b"y", ttl_s=60)
+    await cache.kv.set("forever", b"z")
+    assert await cache.kv.get("short") == b"x"
+    await asyncio.sleep(0.4)
+    assert await cache.kv.get("short") is None
+    assert await cache.kv.get("long") == b"y"
+    assert await cache.kv.get("forever") == b"z"
+
+
+async def test_kv_rejects_bad_ttl(cache: CacheService) -> None:
+    with pytest.raises(ValueError, match="ttl_s"):
+        await cache.kv.set("k", b"v", ttl_s=0)
+
+
+async def test_limiter_exact_under_200_concurrent_callers(cache: CacheService) -> None:
+    decisions = await asyncio.gather(
+        *(cache.limiter.acquire("tenant-a", rate_per_s=1e-6, burst=17) for _ in range(200))
+    )
+    assert sum(d.allowed for d in decisions) == 17
+    assert sorted(d.remaining for d in decisions if d.allowed) == list(range(17))
+    denied = [d for d in decisions if not d.allowed]
+    assert all(d.remaining == 0 and d.retry_after_s > 1000 for d in denied)
+
+
+async def test_limiter_keys_are_independent_and_cost_counts(cache: CacheService) -> None:
+    first = await cache.limiter.acquire("a", rate_per_s=1e-6, burst=5, cost=5)
+    assert (first.allowed, first.remaining, first.retry_after_s) == (True, 0, 0.0)
+    assert not (await cache.limiter.acquire("a", rate_per_s=1e-6, burst=5)).allowed
+    other = await cache.limiter.acquire("b", rate_per_s=1e-6, burst=5, cost=2)
+    assert (other.allowed, other.remaining) == (True, 3)
+    big = await cache.limiter.acquire("b", rate_per_s=1e-6, burst=5, cost=4)
+    assert (big.allowed, big.remaining) == (False, 3)
+
+
+async def test_limiter_refills_after_retry_after(cache: CacheService) -> None:
+    assert (await cache.limiter.acquire("r", rate_per_s=20, burst=1)).allowed
+    denied = await cache.limiter.acquire("r", rate_per_s=20, burst=1)
+    assert not denied.allowed
+    assert 0 < denied.retry_after_s <= 0.05
+    await asyncio.sleep(denied.retry_after_s + 0.05)
+    assert (await cache.limiter.acquire("r", rate_per_s=20, burst=1)).allowed
+
+
+async def test_limiter_rejects_impossible_costs(cache: CacheService) -> None:
+    with pytest.raises(ValueError, match="cost"):
+        await cache.limiter.acquire("x", rate_per_s=1, burst=2, cost=3)
+    with pytest.raises(ValueError, match="rate_per_s"):
+        await cache.limiter.acquire("x", rate_per_s=0, burst=2)
+
+
+async def test_stream_append_and_read_after_id(cache: CacheService) -> None:
+    assert await cache.streams.last_id("run-1") == 0
+    assert await cache.streams.read("run-1", 0) == []
+    ids = [await cache.streams.append("run-1", f"e{i}".encode()) for i in range(1, 6)]
+    assert ids == [1, 2, 3, 4, 5]
+    assert await cache.streams.last_id("run-1") == 5
+    everything = await cache.streams.read("run-1", 0)
+    assert [(e.id, e.data) for e in everything] == [(i, f"e{i}".encode()) for i in range(1, 6)]
+    assert [e.id for e in await cache.streams.read("run-1", 3)] == [4, 5]
+    assert [e.id for e in await cache.streams.read("run-1", 1, limit=2)] == [2, 3]
+    assert await cache.streams.read("run-1", 5) == []
+    assert await cache.streams.last_id("run-2") == 0
+
+
+async def test_stream_ids_strictly_increasing_under_concurrency(cache: CacheService) -> None:
+    ids = await asyncio.gather(*(cache.streams.append("c", str(i).encode()) for i in range(10)))
+    assert sorted(ids) == list(range(1, 11))
+    entries = await cache.streams.read("c", 0)
+    assert [e.id for e in entries] == list(range(1, 11))
+    assert sorted(int(e.data) for e in entries) == list(range(10))
+
+
+async def test_blocking_read_wakes_on_append(cache: CacheService, cache_url: str) -> None:
+    await cache.streams.append("w", b"old")
+    reader = asyncio.create_task(cache.streams.read("w", 1, block_s=60))
+    await wait_until_blocked(cache_url, reader)
+    await cache.streams.append("w", b"new")
+    entries = await asyncio.wait_for(reader, timeout=10)
+    assert [(e.id, e.data) for e in entries] == [(2, b"new")]
+
+
+async def test_blocking_read_on_empty_stream_times_out_empty(cache: CacheService) -> None:
+    assert await cache.streams.read("nothing", 0, block_s=0.1) == []
+
+
+async def test_stream_is_bounded_oldest_trimmed(cache: CacheService) -> None:
+    for i in range(1, 301):
+        assert await cache.streams.append("big", str(i).encode()) == i
+    entries = await cache.streams.read("big", 0, limit=1000)
+    # Redis trims whole nodes of up to 100 entries (MAXLEN ~), the memory adapter exactly.
+    assert 10 <= len(entries) <= 110
+    assert [e.id for e in entries] == list(range(301 - len(entries), 301))
+    assert [e.data for e in entries[-3:]] == [b"298", b"299", b"300"]
+    assert await cache.streams.last_id("big") == 300
+
+
+async def test_stream_expires_after_ttl_and_delete(cache: CacheService) -> None:
+    await cache.streams.append("ttl", b"a")
+    await cache.streams.append("gone", b"b")
+    await cache.streams.delete("gone")
+    assert await cache.streams.last_id("gone") == 0
+    assert await cache.streams.read("gone", 0) == []
+    assert await cache.streams.append("gone", b"c") == 1
+    await asyncio.sleep(1.3)
+    assert await cache.streams.read("ttl", 0) == []
+    assert await cache.streams.last_id("ttl") == 0
+
+
+async def test_rate_limit_decisions_are_counted(cache_url: str) -> None:
+    metrics = Metrics()
+    service = create_cache(make_settings(cache_url), metrics)
+    await service.start()
+    try:
+        for _ in range(3):
+            await service.limiter.acquire("m", rate_per_s=1e-6, burst=2)
+    finally:
+        await service.stop()
+    sample = metrics.registry.get_sample_value
+    assert sample("soma_rate_limit_decisions_total", {"result": "allowed"}) == 2
+    assert sample("soma_rate_limit_decisions_total", {"result": "limited"}) == 1
+
+
+async def test_stream_explicit_ids_may_skip_but_never_go_back(cache: CacheService) -> None:
+    streams = cache.streams
+    assert await streams.append("gaps", b"queued", 1) == 1
+    assert await streams.append("gaps", b"started", 1_000_001) == 1_000_001
+    assert await streams.append("gaps", b"next") == 1_000_002
+    with pytest.raises(ValueError, match="not above the last id"):
+        await streams.append("gaps", b"stale", 5)
+    entries = await streams.read("gaps", 1)
+    assert [(e.id, e.data) for e in entries] == [(1_000_001, b"started"), (1_000_002, b"next")]
+    assert [e.id for e in await streams.read("gaps", 1_000_001)] == [1_000_002]
+    assert await streams.read("gaps", 0, limit=1) == [entries[0].__class__(1, b"queued")]

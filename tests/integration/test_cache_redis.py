@@ -1,0 +1,180 @@
+"""Redis-only behaviour: sharing across clients, many blocked readers, startup and health."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import redis.asyncio as aredis
+
+from soma.cache import create_cache
+from soma.cache.redis import RedisCache
+from soma.config.settings import Settings
+from soma.core.errors import StartupError
+from soma.core.service import HealthStatus
+from soma.observability.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+
+def redis_cache(url: str, max_connections: int = 8) -> RedisCache:
+    return RedisCache(url, max_connections=max_connections, stream_maxlen=100, stream_ttl_s=60)
+
+
+async def blocked_clients(url: str) -> int:
+    client = aredis.Redis.from_url(url)
+    try:
+        return int((await client.info("clients"))["blocked_clients"])
+    finally:
+        await client.aclose()
+
+
+async def wait_for_blocked(url: str, count: int) -> None:
+    for _ in range(500):
+        if await blocked_clients(url) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {count} readers blocked")
+
+
+async def test_limiter_exact_across_two_clients(clean_redis_url: str) -> None:
+    first, second = redis_cache(clean_redis_url), redis_cache(clean_redis_url)
+    try:
+        calls = [
+            cache.limiter.acquire("shared", rate_per_s=1e-6, burst=25)
+            for _ in range(100)
+            for cache in (first, second)
+        ]
+        decisions = await asyncio.gather(*calls)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert len(decisions) == 200
+    assert sum(d.allowed for d in decisions) == 25
+
+
+async def test_stream_ids_unique_across_two_clients(clean_redis_url: str) -> None:
+    first, second = redis_cache(clean_redis_url), redis_cache(clean_redis_url)
+    try:
+        ids = await asyncio.gather(
+            *(c.streams.append("run", b"x") for _ in range(50) for c in (first, second))
+        )
+        entries = await first.streams.read("run", 0, limit=1000)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert sorted(ids) == list(range(1, 101))
+    assert [e.id for e in entries] == list(range(1, 101))
+
+
+async def test_many_blocked_readers_do_not_starve_commands(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url, max_connections=4)
+    try:
+        readers = [asyncio.create_task(cache.streams.read("hot", 0, block_s=60)) for _ in range(20)]
+        await wait_for_blocked(clean_redis_url, 4)
+        # Every blocking connection is taken; ordinary commands still go through.
+        await cache.kv.set("still", b"works")
+        assert await cache.kv.get("still") == b"works"
+        assert (await cache.limiter.acquire("k", rate_per_s=1, burst=1)).allowed
+        assert await cache.streams.append("hot", b"news") == 1
+        results = await asyncio.wait_for(asyncio.gather(*readers), timeout=20)
+    finally:
+        await cache.aclose()
+    assert all([(e.id, e.data) for e in result] == [(1, b"news")] for result in results)
+
+
+async def test_cancelled_reader_leaves_the_pool_usable(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url, max_connections=1)
+    try:
+        reader = asyncio.create_task(cache.streams.read("c", 0, block_s=60))
+        await wait_for_blocked(clean_redis_url, 1)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        await cache.streams.append("c", b"one")
+        second = asyncio.create_task(cache.streams.read("c", 1, block_s=60))
+        await wait_for_blocked(clean_redis_url, 1)
+        await cache.streams.append("c", b"two")
+        entries = await asyncio.wait_for(second, timeout=10)
+    finally:
+        await cache.aclose()
+    assert [(e.id, e.data) for e in entries] == [(2, b"two")]
+
+
+async def test_reader_without_a_free_connection_returns_what_exists(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url, max_connections=1)
+    try:
+        holder = asyncio.create_task(cache.streams.read("other", 0, block_s=60))
+        await wait_for_blocked(clean_redis_url, 1)
+        assert await cache.streams.read("idle", 0, block_s=0.2) == []
+        await cache.streams.append("other", b"release")
+        assert len(await asyncio.wait_for(holder, timeout=10)) == 1
+    finally:
+        await cache.aclose()
+
+
+async def test_stream_keys_carry_the_ttl(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url)
+    raw = aredis.Redis.from_url(clean_redis_url)
+    try:
+        await cache.streams.append("t", b"x")
+        keys = sorted(await raw.keys("soma:st:*"))
+        assert keys == [b"soma:st:{t}", b"soma:st:{t}:seq"]
+        for key in keys:
+            assert 0 < await raw.ttl(key) <= 60
+    finally:
+        await raw.aclose()
+        await cache.aclose()
+
+
+async def test_lost_counter_continues_after_the_stream(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url)
+    raw = aredis.Redis.from_url(clean_redis_url)
+    try:
+        for _ in range(3):
+            await cache.streams.append("e", b"x")
+        await raw.delete("soma:st:{e}:seq")
+        assert await cache.streams.last_id("e") == 3
+        assert await cache.streams.append("e", b"y") == 4
+    finally:
+        await raw.aclose()
+        await cache.aclose()
+
+
+async def test_service_health_and_start(clean_redis_url: str) -> None:
+    settings = Settings.model_validate({"cache": {"url": clean_redis_url}})
+    service = create_cache(settings, Metrics())
+    assert service.name == "cache"
+    await service.start()
+    try:
+        health = await service.health()
+    finally:
+        await service.stop()
+    assert health.status is HealthStatus.HEALTHY
+    assert health.detail.startswith("redis 127.0.0.1:")
+
+
+async def test_wrong_password_fails_start_without_leaking_it(clean_redis_url: str) -> None:
+    url = clean_redis_url.replace("redis://", "redis://:hunter2secret@")
+    service = create_cache(Settings.model_validate({"cache": {"url": url}}), Metrics())
+    with pytest.raises(StartupError) as caught:
+        await service.start()
+    await service.stop()
+    message = str(caught.value)
+    assert message.startswith("cache: cannot reach redis at 127.0.0.1:")
+    assert "hunter2secret" not in message
+
+
+async def test_unreachable_redis_fails_start_and_health() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"redis://:pw-not-shown@127.0.0.1:{port}/0"
+    service = create_cache(Settings.model_validate({"cache": {"url": url}}), Metrics())
+    with pytest.raises(StartupError, match=rf"^cache: cannot reach redis at 127\.0\.0\.1:{port}: "):
+        await service.start()
+    health = await service.health()
+    await service.stop()
+    assert health.status is HealthStatus.UNHEALTHY
+    assert "pw-not-shown" not in health.detail
