@@ -1,0 +1,218 @@
+"""The relay's view of the outbox table (implements `soma.bus.outbox.OutboxStore`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from soma.bus.outbox import OutboxRecord
+from soma.core.clock import utcnow
+from soma.storage.database import Database
+from soma.storage.engine import dedicated_engine, is_postgres
+from soma.storage.tables import outbox
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "soma_outbox"
+RELAY_LOCK_KEY = 0x736F_6D61_7265_6C61
+"""pg advisory lock key ("somarela") held by the one relay replica."""
+_ID_CHUNK = 1000
+_PRUNE_BATCH = 5000
+_PING_INTERVAL_S = 30.0
+_RECONNECT_DELAY_S = 1.0
+
+
+class SqlOutboxStore:
+    """Reads, marks and prunes outbox rows; wakes on local commits and, on PG, on NOTIFY."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
+        self._signal = database.outbox_signal
+        self._postgres = is_postgres(self._engine)
+        self._dedicated: AsyncEngine | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """On PostgreSQL, LISTEN on a dedicated connection (kept alive in the background)."""
+        if not self._postgres or self._listener is not None:
+            return
+        self._dedicated = dedicated_engine(self._engine)
+        first = await self._listen()
+        self._listener = asyncio.create_task(self._keep_listening(first), name="outbox-listen")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        if self._dedicated is not None:
+            await self._dedicated.dispose()
+            self._dedicated = None
+
+    async def fetch_pending(self, limit: int) -> list[OutboxRecord]:
+        query = (
+            select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload, outbox.c.headers)
+            .where(outbox.c.sent_at.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            OutboxRecord(
+                id=int(row.id),
+                topic=row.topic,
+                key=row.key,
+                payload=bytes(row.payload),
+                headers=dict(row.headers),
+            )
+            for row in rows
+        ]
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        now = utcnow()
+        async with self._database.transaction() as uow:
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = list(ids[start : start + _ID_CHUNK])
+                await uow.connection.execute(
+                    update(outbox).where(outbox.c.id.in_(chunk)).values(sent_at=now)
+                )
+
+    async def prune_sent(self, older_than_s: float) -> int:
+        """Delete rows sent before `older_than_s` ago, in batches; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        batch = (
+            select(outbox.c.id)
+            .where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < cutoff)
+            .order_by(outbox.c.id)
+            .limit(_PRUNE_BATCH)
+        )
+        total = 0
+        while True:
+            async with self._database.transaction() as uow:
+                statement = delete(outbox).where(outbox.c.id.in_(batch.scalar_subquery()))
+                deleted = (await uow.connection.execute(statement)).rowcount
+            total += deleted
+            if deleted < _PRUNE_BATCH:
+                return total
+
+    async def wait_for_new(self, timeout_s: float) -> None:
+        await self._signal.wait(timeout_s)
+
+    async def pending_count(self) -> int:
+        query = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    def leadership(self) -> AbstractAsyncContextManager[bool]:
+        """PostgreSQL: a session advisory lock on a dedicated connection. SQLite: always True."""
+        return self._leadership()
+
+    @asynccontextmanager
+    async def _leadership(self) -> AsyncIterator[bool]:
+        if not self._postgres:
+            yield True
+            return
+        engine = self._dedicated or dedicated_engine(self._engine)
+        try:
+            conn = await engine.connect()
+        except Exception as exc:  # any failure means "not leader now"; the caller retries
+            log.warning("outbox leadership: cannot connect: %s", _first_line(exc))
+            yield False
+            return
+        held = False
+        try:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            lock = text("SELECT pg_try_advisory_lock(:key)")
+            held = bool((await conn.execute(lock, {"key": RELAY_LOCK_KEY})).scalar())
+            driver = await _driver(conn)
+            if held:
+                driver.add_termination_listener(_lost_leadership)
+            yield held
+        finally:
+            if held:
+                driver.remove_termination_listener(_lost_leadership)
+            # Ending the session releases the lock; no explicit unlock needed.
+            await _close_quietly(conn)
+            if engine is not self._dedicated:
+                await engine.dispose()
+
+    async def _listen(self) -> tuple[AsyncConnection, asyncio.Event]:
+        assert self._dedicated is not None
+        conn = await self._dedicated.connect()
+        lost = asyncio.Event()
+        try:
+            driver = await _driver(conn)
+            driver.add_termination_listener(lambda _connection: lost.set())
+            await driver.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        # Rows may have been added while nobody listened.
+        self._signal.notify()
+        return conn, lost
+
+    def _on_notify(self, *_args: Any) -> None:
+        self._signal.notify()
+
+    async def _keep_listening(self, current: tuple[AsyncConnection, asyncio.Event] | None) -> None:
+        while True:
+            if current is None:
+                try:
+                    current = await self._listen()
+                except Exception as exc:  # retried; the relay's polling covers the gap
+                    log.warning("outbox listener: cannot reconnect: %s", _first_line(exc))
+                    await asyncio.sleep(_RECONNECT_DELAY_S)
+                    continue
+            conn, lost = current
+            try:
+                # A closed socket is reported at once; a silently dead one by the ping.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), timeout=_PING_INTERVAL_S)
+                if lost.is_set():
+                    raise ConnectionError("listener connection closed")
+                driver = await _driver(conn)
+                await asyncio.wait_for(driver.execute("SELECT 1"), timeout=5)
+            except asyncio.CancelledError:
+                await _close_quietly(conn)
+                raise
+            except Exception as exc:  # a dead connection is replaced
+                log.warning("outbox listener: connection lost: %s", _first_line(exc))
+                await _close_quietly(conn)
+                current = None
+                self._signal.notify()
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a SQLAlchemy one (for LISTEN and liveness callbacks)."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None:
+        raise RuntimeError("connection has no driver connection")
+    return driver
+
+
+def _lost_leadership(_connection: Any) -> None:
+    log.warning("outbox leadership: lock connection closed; another replica may take over")
+
+
+async def _close_quietly(conn: AsyncConnection) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:  # the connection may already be broken
+        log.debug("outbox listener: close failed: %s", _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
