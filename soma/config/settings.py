@@ -38,6 +38,10 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(default=10_000, ge=500)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     rebalance_timeout_ms: int = Field(default=10_000, ge=500)
+    request_timeout_ms: int = Field(default=10_000, ge=500)
+    """Bound on one produce/metadata round trip, so a dead broker surfaces as an error."""
+    idempotent_producer: bool = True
+    """Off only for brokers without InitProducerId v0 (the tansu test broker)."""
 
 
 class BusSettings(_Section):
@@ -46,6 +50,12 @@ class BusSettings(_Section):
     """Deliveries of one message before it goes to `<topic>.dlq`."""
     concurrency: int = Field(default=64, ge=1, le=10_000)
     """Keys processed at once per consumer group."""
+    prefetch: int = Field(default=1_000, ge=1, le=1_000_000)
+    """Messages fetched but not yet acked per consumer group before fetching pauses."""
+    retry_backoff_s: float = Field(default=0.2, gt=0)
+    retry_backoff_max_s: float = Field(default=10.0, gt=0)
+    local_capacity: int = Field(default=10_000, ge=1, le=10_000_000)
+    """Messages a local topic holds before publishers wait for its slowest consumer group."""
     kafka: KafkaSettings = KafkaSettings()
 
 
@@ -139,6 +149,11 @@ class RuntimeSettings(_Section):
     lease_s: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=100)
     recovery_interval_s: float = Field(default=5.0, gt=0)
+    requeue_after_s: float = Field(default=60.0, gt=0)
+    """A queued run not started this long after its request was published is requested again."""
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+    """On shutdown, how long in-flight runs may finish before they are handed back."""
+    sse_heartbeat_s: float = Field(default=15.0, gt=0)
 
 
 class Settings(BaseSettings):
