@@ -1,0 +1,54 @@
+"""Errors of the LLM layer; the router decides fallbacks from their class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from soma.core.errors import SomaError
+
+
+class LLMError(SomaError):
+    """Base of every LLM failure."""
+
+
+class ProviderUnavailableError(LLMError):
+    """The backend could not serve the request (connection, timeout, 429, 5xx): a fallback may."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ProviderTimeoutError(ProviderUnavailableError):
+    """No answer (or no next chunk) within the model's `timeout_s`."""
+
+
+class CircuitOpenError(ProviderUnavailableError):
+    """The model's circuit breaker is open: failing fast without calling the backend."""
+
+
+class ProviderRequestError(LLMError):
+    """The backend rejected the request itself (4xx other than 429): no retry, no fallback."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StreamInterruptedError(LLMError):
+    """The stream failed after output was delivered; never retried (the text is already out)."""
+
+
+class UnknownModelError(LLMError):
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown model {name!r}; known models: {', '.join(sorted(known))}")
+        self.name = name
+
+
+class AllModelsFailedError(ProviderUnavailableError):
+    """Every model of the chain (the model and its fallbacks) failed before the first chunk."""
+
+    def __init__(self, model: str, failures: Sequence[tuple[str, str]]) -> None:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in failures)
+        super().__init__(f"model {model!r} and its fallbacks failed: {reasons}")
+        self.failures = list(failures)

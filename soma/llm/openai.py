@@ -1,0 +1,213 @@
+"""Adapter for any OpenAI-compatible `/chat/completions` endpoint, streamed over SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+import orjson
+
+from soma.llm.accumulate import collect
+from soma.llm.errors import (
+    ProviderRequestError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    StreamInterruptedError,
+)
+from soma.llm.openai_wire import decode_chunk, encode_request, error_message
+from soma.llm.retry import RetryPolicy, parse_retry_after
+from soma.llm.sse import aiter_sse
+from soma.llm.types import ChatChunk, ChatRequest, ChatResult
+
+log = logging.getLogger("soma.llm.openai")
+
+_RETRYABLE_STATUS = frozenset({408, 429})
+_POOL_LIMITS = httpx.Limits(
+    max_connections=1024, max_keepalive_connections=256, keepalive_expiry=60
+)
+_HEALTH_TIMEOUT_S = 5.0
+_ERROR_BODY_CHARS = 300
+
+
+class _RetryableError(Exception):
+    """Internal: a failure before the first chunk that another attempt may cure."""
+
+    def __init__(self, error: ProviderUnavailableError, retry_after_s: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after_s = retry_after_s
+
+
+class OpenAIProvider:
+    """Streams chat completions; retries only while nothing has been delivered yet."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout_s = timeout_s
+        self._retry = retry or RetryPolicy(retries=2)
+        headers = {"Accept": "text/event-stream, application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        # httpx masks the Authorization value in reprs, so the key never reaches a log line.
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            limits=_POOL_LIMITS,
+            transport=transport,
+        )
+        self._chat_url = f"{self.base_url}/chat/completions"
+        self._models_url = f"{self.base_url}/models"
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider({self.name!r}, {self.base_url!r}, model={self.model!r})"
+
+    def describe(self) -> str:
+        return f"openai {self.base_url} model={self.model}"
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        return await collect(self.stream(request), self.name, self.kind)
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
+        body = orjson.dumps(encode_request(self.model, request, stream=True))
+        attempt = 0
+        while True:
+            attempt += 1
+            delivered = False
+            try:
+                async with aclosing(self._attempt(body)) as chunks:
+                    async for chunk in chunks:
+                        delivered = True
+                        yield chunk
+                return
+            except _RetryableError as failure:
+                if delivered:
+                    raise StreamInterruptedError(
+                        f"{self.name}: stream broke after output: {failure}"
+                    ) from failure.error
+                delay = self._retry.delay(attempt, failure.retry_after_s)
+                if delay is None:
+                    raise failure.error from None
+                log.warning(
+                    "llm upstream failed, retrying",
+                    extra={
+                        "model": self.name,
+                        "base_url": self.base_url,
+                        "attempt": attempt,
+                        "error": str(failure.error),
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, body: bytes) -> AsyncGenerator[ChatChunk, None]:
+        """One HTTP exchange; failures before the first chunk surface as `_RetryableError`."""
+        delivered = False
+        finished = False
+        try:
+            async with self._client.stream(
+                "POST",
+                self._chat_url,
+                content=body,
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                if response.status_code >= 400:
+                    await self._raise_status(response)
+                async for event in aiter_sse(response.aiter_lines()):
+                    if event.data == "[DONE]":
+                        finished = True
+                        break
+                    chunk = self._decode(event.data)
+                    if chunk is None:
+                        continue
+                    if chunk.finish_reason is not None:
+                        finished = True
+                    delivered = True
+                    yield chunk
+        except httpx.TimeoutException as exc:
+            error: ProviderUnavailableError = ProviderTimeoutError(
+                f"{self.name}: no answer from {self.base_url} within {self.timeout_s:g}s"
+                f" ({type(exc).__name__})"
+            )
+            raise self._after(delivered, error) from exc
+        except httpx.TransportError as exc:
+            error = ProviderUnavailableError(
+                f"{self.name}: {self.base_url} unreachable: {type(exc).__name__}: {exc}"
+            )
+            raise self._after(delivered, error) from exc
+        except httpx.RequestError as exc:
+            error = ProviderUnavailableError(
+                f"{self.name}: request to {self.base_url} failed: {type(exc).__name__}: {exc}"
+            )
+            raise self._after(delivered, error) from exc
+        if not finished:
+            raise self._after(
+                delivered,
+                ProviderUnavailableError(f"{self.name}: stream ended without a finish reason"),
+            )
+
+    def _after(self, delivered: bool, error: ProviderUnavailableError) -> Exception:
+        if delivered:
+            return StreamInterruptedError(f"{error} (after output was streamed)")
+        return _RetryableError(error)
+
+    def _decode(self, data: str) -> ChatChunk | None:
+        try:
+            payload: Any = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise _RetryableError(
+                ProviderUnavailableError(f"{self.name}: malformed stream event {data[:80]!r}")
+            ) from None
+        message = error_message(payload)
+        if message is not None:
+            raise _RetryableError(
+                ProviderUnavailableError(f"{self.name}: upstream error in stream: {message}")
+            )
+        return decode_chunk(payload) if isinstance(payload, dict) else None
+
+    async def _raise_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        raw = (await response.aread())[: _ERROR_BODY_CHARS * 4]
+        try:
+            detail = error_message(orjson.loads(raw)) or raw.decode(errors="replace")
+        except orjson.JSONDecodeError:
+            detail = raw.decode(errors="replace")
+        text = f"{self.name}: HTTP {status} from {self.base_url}: {detail[:_ERROR_BODY_CHARS]}"
+        if status in _RETRYABLE_STATUS or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise _RetryableError(ProviderUnavailableError(text, status=status), retry_after)
+        raise ProviderRequestError(text, status=status)
+
+    async def check(self) -> str:
+        """`GET /models`: the endpoint answers and accepts the key; spends no tokens."""
+        try:
+            response = await self._client.get(self._models_url, timeout=_HEALTH_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailableError(
+                f"{self.base_url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not response.is_success:
+            raise ProviderUnavailableError(
+                f"GET {self._models_url} answered {response.status_code}",
+                status=response.status_code,
+            )
+        return f"reachable ({self.base_url}, model {self.model})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
