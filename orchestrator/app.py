@@ -12,10 +12,11 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from soma.gateway.problems import PROBLEM_JSON, problem, status_title
 from soma.observability.http_middleware import RequestContextMiddleware
 from soma.observability.metrics import Metrics
 
-PROBLEM_JSON = "application/problem+json"
+__all__ = ["PROBLEM_JSON", "HealthView", "RouteProvider", "create_app", "problem"]
 
 
 class HealthView(Protocol):
@@ -33,11 +34,6 @@ class RouteProvider(Protocol):
     """A service that contributes HTTP routes to the one app."""
 
     def routers(self) -> Sequence[APIRouter]: ...
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
 def create_app(
@@ -74,7 +70,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_problem(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = problem(exc.status_code, _title(exc.status_code), str(exc.detail))
+        response = problem(exc.status_code, status_title(exc.status_code), str(exc.detail))
         if exc.headers:
             response.headers.update(exc.headers)
         return response
@@ -91,12 +87,3 @@ def create_app(
         RequestContextMiddleware, metrics=metrics, tracer=tracer, access_log=access_log
     )
     return app
-
-
-def _title(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

@@ -2,11 +2,146 @@
 
 from __future__ import annotations
 
-from orchestrator.registry import ServiceDefinition, ServiceRegistry
+from orchestrator.registry import ServiceContext, ServiceDefinition, ServiceRegistry
+from soma.bus.outbox import OutboxRelay
+from soma.bus.port import Bus
+from soma.bus.service import create_bus
+from soma.cache import service as cache_service
+from soma.cache.service import CacheService, create_cache
+from soma.config import Settings
+from soma.core import Service
+from soma.core.ids import worker_id
+from soma.gateway.routers.chat import chat_router
+from soma.gateway.routers.runs import runs_router
+from soma.gateway.runs_view import ChatMetrics, RunsContext
+from soma.gateway.service import GatewayService
+from soma.llm import service as llm_service
+from soma.llm.service import LLMService
+from soma.policy import service as policy_service
+from soma.policy.service import PolicyService, create_policy
+from soma.runs.reader import RunEventReader
+from soma.runtime.recovery import RecoveryService
+from soma.runtime.turn import TurnDeps
+from soma.runtime.worker import ConversationWorker
+from soma.storage.service import DatabaseService
+
+
+def _database(ctx: ServiceContext) -> Service:
+    return DatabaseService(ctx.settings, ctx.metrics)
+
+
+def _cache(ctx: ServiceContext) -> Service:
+    return create_cache(ctx.settings, ctx.metrics)
+
+
+def _bus(ctx: ServiceContext) -> Service:
+    return create_bus(ctx.settings, ctx.metrics)
+
+
+def _policy(ctx: ServiceContext) -> Service:
+    return create_policy(ctx.settings, ctx.metrics)
+
+
+def _llm(ctx: ServiceContext) -> Service:
+    return LLMService(ctx.settings, ctx.metrics)
+
+
+def _outbox(ctx: ServiceContext) -> Service:
+    database = ctx.get("database", DatabaseService)
+    bus = ctx.get("bus", Bus)  # type: ignore[type-abstract]
+    return OutboxRelay(database.outbox_store, bus, ctx.settings.outbox, ctx.metrics)
+
+
+def _gateway(ctx: ServiceContext) -> Service:
+    database = ctx.get("database", DatabaseService).database
+    cache = ctx.get("cache", CacheService)
+    policy = ctx.get("policy", PolicyService)
+    runtime = ctx.settings.runtime
+    runs = RunsContext(
+        database=database,
+        streams=cache.streams,
+        flags=cache.kv,
+        policy=policy,
+        reader=RunEventReader(database, cache.streams, runtime.sse_heartbeat_s),
+        metrics=ChatMetrics(ctx.metrics),
+    )
+    return GatewayService(
+        ctx.settings,
+        ctx.metrics,
+        database,
+        cache.kv,
+        extra_routers=(chat_router(runs), runs_router(runs)),
+        closing=runs.closing,
+    )
+
+
+def _turn_deps(ctx: ServiceContext) -> TurnDeps:
+    return TurnDeps(
+        database=ctx.get("database", DatabaseService).database,
+        streams=ctx.get("cache", CacheService).streams,
+        flags=ctx.get("cache", CacheService).kv,
+        models=ctx.get("llm", LLMService),
+        runtime=ctx.settings.runtime,
+        llm=ctx.settings.llm,
+        owner=worker_id(),
+    )
+
+
+def _conversation(ctx: ServiceContext) -> Service:
+    bus = ctx.get("bus", Bus)  # type: ignore[type-abstract]
+    return ConversationWorker(bus, _turn_deps(ctx), ctx.metrics)
+
+
+def _recovery(ctx: ServiceContext) -> Service:
+    return RecoveryService(
+        ctx.get("database", DatabaseService).database,
+        ctx.get("cache", CacheService).streams,
+        ctx.settings.runtime,
+        ctx.metrics,
+        # Nothing survives a restart on the in-process bus, so every active run is orphaned.
+        orphans_at_start=ctx.settings.bus.backend == "local",
+    )
+
+
+def _bus_plan(settings: Settings) -> str:
+    if settings.bus.backend == "kafka":
+        kafka = settings.bus.kafka
+        return f"kafka {kafka.bootstrap_servers} (topics {kafka.topic_prefix}*)"
+    return "local (in-process)"
 
 
 def definitions() -> list[ServiceDefinition]:
-    return []
+    return [
+        ServiceDefinition("database", _database, describe=DatabaseService.describe),
+        ServiceDefinition("cache", _cache, describe=cache_service.describe),
+        ServiceDefinition("bus", _bus, describe=_bus_plan),
+        ServiceDefinition("policy", _policy, describe=policy_service.describe),
+        ServiceDefinition("llm", _llm, describe=llm_service.describe),
+        ServiceDefinition(
+            "outbox",
+            _outbox,
+            depends_on=("database", "bus"),
+            describe=lambda s: f"relay every {s.outbox.poll_interval_s:g}s or on commit",
+        ),
+        ServiceDefinition(
+            "gateway",
+            _gateway,
+            depends_on=("database", "cache", "policy", "outbox"),
+            describe=lambda s: f"http://{s.http.host}:{s.http.port}/v1",
+        ),
+        ServiceDefinition(
+            "conversation",
+            _conversation,
+            depends_on=("database", "cache", "bus", "llm", "outbox"),
+            describe=lambda s: f"up to {s.runtime.max_concurrent_runs} runs at once",
+        ),
+        ServiceDefinition(
+            "recovery",
+            _recovery,
+            depends_on=("database", "cache", "outbox"),
+            describe=lambda s: f"sweep every {s.runtime.recovery_interval_s:g}s",
+        ),
+    ]
 
 
 def build_registry() -> ServiceRegistry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 
@@ -17,3 +18,8 @@ def new_id() -> str:
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
     return uuid.UUID(int=value).hex
+
+
+def worker_id() -> str:
+    """Names this process as a lease owner: readable in the runs table, unique per start."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 
 from soma.config.settings import LLMSettings, Settings
 from soma.core.errors import StartupError
@@ -18,6 +18,7 @@ from soma.llm.metrics import LLMMetrics
 from soma.llm.openai import OpenAIProvider
 from soma.llm.port import ChatProvider
 from soma.llm.router import ModelRouter
+from soma.llm.types import ChatChunk, ChatRequest
 from soma.observability.metrics import Metrics
 
 ProviderFactory = Callable[[LLMSettings], dict[str, ChatProvider]]
@@ -74,6 +75,10 @@ class LLMService:
                 raise LLMError(f"model {name!r} at {provider.base_url}: {result}")
             if isinstance(result, BaseException):
                 raise result
+
+    def stream(self, model: str | None, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
+        """Route to the started router; workers hold the service, built before it starts."""
+        return self.router.stream(model, request)
 
     async def stop(self) -> None:
         providers, self._providers, self._router = self._providers, {}, None

@@ -1,0 +1,1 @@
+"""The HTTP API of the platform: tenancy, API keys, agents, sessions (ARCHITECTURE §9)."""

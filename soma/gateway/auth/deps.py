@@ -1,0 +1,94 @@
+"""FastAPI dependencies: authenticate every gateway route, then check scopes per route.
+
+`GatewayService.routers()` mounts all gateway routers under one router whose dependency is an
+`Authenticator`, so every route answers 401 without a valid key; routes then declare
+`Depends(require_scope("chat"))` (or "admin") and get the `Principal`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from soma.gateway.auth.principal import Principal
+from soma.gateway.auth.verifier import KeyVerifier, Verdict
+from soma.gateway.metrics import GatewayMetrics
+from soma.observability.logging import tenant_id_var
+
+_log = logging.getLogger("soma.gateway.auth")
+_MISSING = "an API key is required: Authorization: Bearer <key>"
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_DETAIL = {
+    Verdict.MALFORMED: "the bearer token is not a valid API key",
+    Verdict.UNKNOWN: "unknown API key",
+    Verdict.MISMATCH: "unknown API key",
+    Verdict.REVOKED: "the API key has been revoked",
+}
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `soma_<prefix>_<secret>`")
+
+
+class Authenticator:
+    """The router-level dependency: verifies the bearer key and records the principal."""
+
+    def __init__(self, verifier: KeyVerifier, metrics: GatewayMetrics) -> None:
+        self._verifier = verifier
+        self._metrics = metrics
+
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            self._metrics.auth.labels("missing").inc()
+            raise HTTPException(401, _MISSING, headers=_CHALLENGE)
+        try:
+            verification = await self._verifier.verify(credentials.credentials)
+        except Exception:
+            # Fail closed, but as "try again" rather than as a bad key or an opaque 500.
+            self._metrics.auth.labels("error").inc()
+            _log.exception("API key verification failed")
+            raise HTTPException(
+                503, "API keys cannot be verified right now", headers={"Retry-After": "1"}
+            ) from None
+        self._metrics.auth.labels(verification.verdict.value).inc()
+        if verification.principal is None:
+            raise HTTPException(401, _DETAIL[verification.verdict], headers=_CHALLENGE)
+        principal = verification.principal
+        request.state.soma_principal = principal
+        # Each request runs in its own task (own context), so this ends with the request.
+        tenant_id_var.set(principal.tenant_id)
+        return principal
+
+
+def current_principal(request: Request) -> Principal:
+    """The caller of a gateway route (set by the Authenticator of the enclosing router)."""
+    principal = getattr(request.state, "soma_principal", None)
+    if not isinstance(principal, Principal):
+        raise RuntimeError(
+            f"route {request.url.path} is not mounted under the gateway's Authenticator"
+        )
+    return principal
+
+
+def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency answering 403 unless the caller's key has `scope`; returns the caller."""
+
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.has(scope):
+            raise HTTPException(403, f"this API key lacks the {scope!r} scope")
+        return principal
+
+    check.__name__ = f"require_scope_{scope}"
+    return check
+
+
+ChatCaller = Annotated[Principal, Depends(require_scope("chat"))]
+"""A route parameter: the caller, who must hold the `chat` scope."""
+AdminCaller = Annotated[Principal, Depends(require_scope("admin"))]
+"""A route parameter: the caller, who must hold the `admin` scope."""

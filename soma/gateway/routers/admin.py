@@ -1,0 +1,105 @@
+"""`/v1/admin`: tenants and API keys (scope `admin`).
+
+Authority rule: an admin key of the default tenant is a platform admin: it manages tenants and
+the keys of every tenant. Any other admin key manages only its own tenant's keys; another
+tenant's keys look missing (404) to it, and the tenant routes answer 403.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+
+from soma.core.errors import ConflictError
+from soma.gateway.auth.deps import AdminCaller
+from soma.gateway.auth.issuer import issue_key, revoke_key
+from soma.gateway.auth.principal import Principal
+from soma.gateway.context import GatewayContext
+from soma.gateway.pagination import Page, PageRequest, page_request
+from soma.gateway.problems import conflict, not_found
+from soma.gateway.schemas.admin import KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
+from soma.storage.repositories import ApiKey
+
+Admin = AdminCaller
+Paging = Annotated[PageRequest, Depends(page_request)]
+TenantParam = Annotated[str | None, Query(min_length=1, max_length=64)]
+
+
+def admin_router(ctx: GatewayContext) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+    def platform_only(caller: Principal) -> None:
+        if not ctx.tenancy.is_platform_tenant(caller.tenant_id):
+            raise HTTPException(403, "only an admin key of the default tenant manages tenants")
+
+    async def target_tenant(caller: Principal, tenant_id: str | None) -> str:
+        """The tenant whose keys a request manages, if this caller may manage them."""
+        if tenant_id is None or tenant_id == caller.tenant_id:
+            return caller.tenant_id
+        if ctx.tenancy.is_platform_tenant(caller.tenant_id):
+            async with ctx.database.read() as uow:
+                if await uow.tenants.get(tenant_id) is not None:
+                    return tenant_id
+        raise not_found("tenant", tenant_id)
+
+    async def key_tenant(caller: Principal, key_id: str, tenant_id: str | None) -> str:
+        if tenant_id is not None or not ctx.tenancy.is_platform_tenant(caller.tenant_id):
+            return await target_tenant(caller, tenant_id)
+        # A platform admin may name any tenant's key by its (globally unique) id alone.
+        async with ctx.database.read() as uow:
+            key = await uow.api_keys.get_any_tenant(key_id)
+        if key is None:
+            raise not_found("api key", key_id)
+        return key.tenant_id
+
+    async def revoke(caller: Principal, key_id: str, tenant_id: str | None) -> ApiKey:
+        tenant = await key_tenant(caller, key_id, tenant_id)
+        key = await revoke_key(ctx.database, ctx.verifier, tenant, key_id, actor=caller.actor)
+        if key is None:
+            raise not_found("api key", key_id)
+        return key
+
+    @router.post("/tenants", status_code=201, response_model=TenantOut)
+    async def create_tenant(caller: Admin, body: TenantCreate) -> TenantOut:
+        platform_only(caller)
+        try:
+            async with ctx.database.transaction() as uow:
+                tenant = await ctx.tenancy.add_tenant(uow, body.name, actor=caller.actor)
+        except ConflictError as exc:
+            raise conflict(str(exc)) from None
+        return TenantOut.of(tenant)
+
+    @router.get("/tenants", response_model=Page[TenantOut])
+    async def list_tenants(caller: Admin, page: Paging) -> Page[TenantOut]:
+        platform_only(caller)
+        async with ctx.database.read() as uow:
+            tenants, next_cursor = await uow.tenants.list(page.limit, page.cursor)
+        return Page(items=[TenantOut.of(t) for t in tenants], next_cursor=next_cursor)
+
+    @router.post("/keys", status_code=201, response_model=KeyCreated)
+    async def create_key(caller: Admin, body: KeyCreate) -> KeyCreated:
+        tenant = await target_tenant(caller, body.tenant_id)
+        async with ctx.database.transaction() as uow:
+            issued = await issue_key(
+                uow, tenant, name=body.name, scopes=body.scopes, actor=caller.actor
+            )
+        return KeyCreated.issued(issued.key, issued.plaintext)
+
+    @router.get("/keys", response_model=Page[KeyOut])
+    async def list_keys(caller: Admin, page: Paging, tenant_id: TenantParam = None) -> Page[KeyOut]:
+        tenant = await target_tenant(caller, tenant_id)
+        async with ctx.database.read() as uow:
+            keys, next_cursor = await uow.api_keys.list(tenant, page.limit, page.cursor)
+        return Page(items=[KeyOut.of(k) for k in keys], next_cursor=next_cursor)
+
+    @router.delete("/keys/{key_id}", status_code=204)
+    async def delete_key(caller: Admin, key_id: str, tenant_id: TenantParam = None) -> Response:
+        await revoke(caller, key_id, tenant_id)
+        return Response(status_code=204)
+
+    @router.post("/keys/{key_id}/revoke", response_model=KeyOut)
+    async def revoke_key_route(caller: Admin, key_id: str, tenant_id: TenantParam = None) -> KeyOut:
+        return KeyOut.of(await revoke(caller, key_id, tenant_id))
+
+    return router

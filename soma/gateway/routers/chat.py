@@ -1,0 +1,140 @@
+"""`POST /v1/sessions/{id}/messages`: accept a message as a durable run (ARCHITECTURE §6, §9)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from soma.core.errors import ConflictError, NotFoundError
+from soma.gateway.auth.deps import ChatCaller
+from soma.gateway.problems import conflict, not_found, unprocessable
+from soma.gateway.runs_view import RunsContext, run_json
+from soma.gateway.sse import SSE_HEADERS, SSE_MEDIA_TYPE, run_stream
+from soma.policy.port import PolicyInput, Subject
+from soma.runs.commands import accept_message
+from soma.runs.journal import publish
+
+MAX_CONTENT_CHARS = 100_000
+WAIT_MARGIN_S = 30.0
+RETRY_AFTER_S = "5"
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
+    attachments: list[str] = Field(default_factory=list, max_length=20)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Accepted(BaseModel):
+    message_id: str
+    run_id: str
+
+
+def chat_router(ctx: RunsContext) -> APIRouter:
+    router = APIRouter(tags=["chat"])
+
+    @router.post(
+        "/v1/sessions/{session_id}/messages",
+        status_code=202,
+        response_model=Accepted,
+        responses={200: {"description": "with ?wait=true: the finished run and its reply"}},
+    )
+    async def send_message(
+        session_id: str,
+        body: MessageIn,
+        principal: ChatCaller,
+        wait: Annotated[bool, Query()] = False,
+        stream: Annotated[bool, Query()] = False,
+    ) -> Response:
+        if wait and stream:
+            raise unprocessable("choose one of wait=true and stream=true")
+        if ctx.closing.is_set():
+            raise HTTPException(
+                503, "the platform is shutting down; retry shortly",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )  # fmt: skip
+        tenant_id = principal.tenant_id
+        async with ctx.database.read() as uow:
+            session = await uow.sessions.get(tenant_id, session_id)
+            agent = await uow.agents.get(tenant_id, session.agent_id) if session else None
+            missing = [a for a in body.attachments if not await uow.uploads.get(tenant_id, a)]
+        if session is None:
+            raise not_found("session", session_id)
+        if agent is None:
+            raise conflict(f"the agent of session {session_id!r} no longer exists")
+        if missing:
+            raise unprocessable(f"unknown upload(s): {', '.join(missing)}")
+        decision = await ctx.policy.decide(
+            PolicyInput(
+                action="conversation.send",
+                tenant=tenant_id,
+                subject=Subject(principal.key_id, tuple(sorted(principal.scopes))),
+                resource={"tenant_id": session.tenant_id, "session_id": session.id,
+                          "agent_id": agent.id, "agent": agent.name},
+                context={"content_chars": len(body.content)},
+            )
+        )  # fmt: skip
+        if not decision.allow:
+            raise HTTPException(403, f"policy denied conversation.send: {decision.reason}")
+        metadata = {**body.metadata, "attachments": body.attachments} if body.attachments else (
+            body.metadata
+        )  # fmt: skip
+        try:
+            async with ctx.database.transaction() as uow:
+                accepted = await accept_message(
+                    uow, ctx.streams, session, agent, body.content, metadata
+                )
+        except ConflictError as exc:
+            raise conflict(str(exc)) from None
+        except NotFoundError:
+            raise not_found("session", session_id) from None
+        run = accepted.run
+        await publish(ctx.streams, run.id, accepted.events)
+        ctx.metrics.accepted.inc()
+        if stream:
+            return StreamingResponse(
+                run_stream(ctx.reader, tenant_id, run.id, 0, ctx.closing),
+                media_type=SSE_MEDIA_TYPE,
+                headers={**SSE_HEADERS, "X-Run-ID": run.id, "X-Message-ID": accepted.message.id},
+            )
+        ids = {"message_id": accepted.message.id, "run_id": run.id}
+        if wait:
+            timeout_s = agent.settings.run_timeout_s + WAIT_MARGIN_S
+            finished = await _wait_finished(ctx, tenant_id, run.id, timeout_s)
+            if finished is not None:
+                return JSONResponse(finished, status_code=200)
+        return JSONResponse(ids, status_code=202, headers={"Location": f"/v1/runs/{run.id}"})
+
+    return router
+
+
+async def _wait_finished(
+    ctx: RunsContext, tenant_id: str, run_id: str, timeout_s: float
+) -> dict[str, Any] | None:
+    """`{run, message}` once the run is terminal, or None when waiting ran out."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for event in ctx.reader.events(tenant_id, run_id):
+                if event is not None and event.terminal:
+                    break
+    except TimeoutError:
+        return None
+    async with ctx.database.read() as uow:
+        run = await uow.runs.get(tenant_id, run_id)
+        reply = await uow.messages.get_by_idempotency_key(tenant_id, f"{run_id}:assistant")
+    if run is None:
+        return None
+    message = None
+    if reply is not None:
+        message = {
+            "id": reply.id, "session_id": reply.session_id, "run_id": reply.run_id,
+            "role": reply.role, "content": reply.content, "seq": reply.seq,
+            "created_at": reply.created_at.isoformat(),
+        }  # fmt: skip
+    return {"run": run_json(run), "message": message}

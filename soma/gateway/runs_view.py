@@ -1,0 +1,60 @@
+"""What the chat and runs routes share: their dependencies and the JSON form of a run."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from soma.observability.metrics import Metrics
+from soma.policy.port import Decision, PolicyInput
+from soma.runs.port import EventStreams, Flags
+from soma.runs.reader import RunEventReader
+from soma.storage.database import Database
+from soma.storage.repositories.runs import Run
+
+
+class PolicyDecider(Protocol):
+    async def decide(self, input: PolicyInput) -> Decision: ...
+
+
+class ChatMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.accepted = Counter(
+            "soma_messages_accepted_total",
+            "Messages accepted as queued runs (202).",
+            registry=metrics.registry,
+        )
+
+
+@dataclass
+class RunsContext:
+    database: Database
+    streams: EventStreams
+    flags: Flags
+    policy: PolicyDecider
+    reader: RunEventReader
+    metrics: ChatMetrics
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the gateway drains: new messages get 503 and open streams end."""
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    def ts(value: Any) -> str | None:
+        return None if value is None else str(value.isoformat())
+
+    return {
+        "id": run.id,
+        "session_id": run.session_id,
+        "agent_id": run.agent_id,
+        "message_id": run.message_id,
+        "status": run.status,
+        "attempt": run.attempt,
+        "usage": run.usage,
+        "error": run.error,
+        "created_at": ts(run.created_at),
+        "started_at": ts(run.started_at),
+        "finished_at": ts(run.finished_at),
+    }

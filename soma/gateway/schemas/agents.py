@@ -1,0 +1,104 @@
+"""Bodies of `/v1/agents`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from soma.gateway.schemas.common import Metadata, Name, RequestBody, ResponseBody
+from soma.storage.repositories import Agent
+
+MaxSteps = Annotated[int, Field(ge=1, le=50)]
+RunTimeout = Annotated[float, Field(gt=0, le=86_400)]
+Instructions = Annotated[str, Field(max_length=100_000)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+ToolName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Tools = Annotated[list[ToolName], Field(max_length=256)]
+Concurrency = Literal["enqueue", "reject"]
+
+DEFAULT_MAX_STEPS = 8
+DEFAULT_RUN_TIMEOUT_S = 120.0
+
+
+def _unique(tools: list[str]) -> list[str]:
+    if len(set(tools)) != len(tools):
+        raise ValueError("tool names must be unique")
+    return tools
+
+
+class AgentCreate(RequestBody):
+    name: Name
+    instructions: Instructions = ""
+    model: ModelName | None = None
+    """None means `llm.default_model`."""
+    max_steps: MaxSteps = DEFAULT_MAX_STEPS
+    run_timeout_s: RunTimeout = DEFAULT_RUN_TIMEOUT_S
+    concurrency: Concurrency = "enqueue"
+    metadata: Metadata = Field(default_factory=dict)
+    tools: Tools = Field(default_factory=list)
+    memory: bool = False
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_unique(cls, tools: list[str]) -> list[str]:
+        return _unique(tools)
+
+
+class AgentUpdate(RequestBody):
+    """Only the fields present change; none of them may be null."""
+
+    name: Name | None = None
+    instructions: Instructions | None = None
+    model: ModelName | None = None
+    max_steps: MaxSteps | None = None
+    run_timeout_s: RunTimeout | None = None
+    concurrency: Concurrency | None = None
+    metadata: Metadata | None = None
+    tools: Tools | None = None
+    memory: bool | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_unique(cls, tools: list[str] | None) -> list[str] | None:
+        return None if tools is None else _unique(tools)
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> AgentUpdate:
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"fields may not be null: {', '.join(nulls)}")
+        return self
+
+
+class AgentOut(ResponseBody):
+    id: str
+    name: str
+    instructions: str
+    model: str
+    max_steps: int
+    run_timeout_s: float
+    concurrency: Concurrency
+    metadata: Metadata
+    tools: list[str]
+    memory: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentOut:
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            instructions=agent.instructions,
+            model=agent.model,
+            max_steps=agent.settings.max_steps,
+            run_timeout_s=agent.settings.run_timeout_s,
+            concurrency=agent.settings.concurrency,
+            metadata=agent.settings.metadata,
+            tools=list(agent.tools),
+            memory=agent.memory,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+        )

@@ -1,0 +1,114 @@
+"""GatewayService: the HTTP API's routers, their authentication, and the first-start bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from fastapi import APIRouter, Depends, HTTPException
+from sqlalchemy.exc import DBAPIError
+
+from soma.config import Settings
+from soma.core import Health, HealthStatus
+from soma.core.errors import StartupError
+from soma.gateway.auth.bootstrap import bootstrap
+from soma.gateway.auth.deps import Authenticator
+from soma.gateway.auth.verifier import KeyVerifier
+from soma.gateway.context import GatewayContext
+from soma.gateway.metrics import GatewayMetrics
+from soma.gateway.ports import KeyValue
+from soma.gateway.routers.admin import admin_router
+from soma.gateway.routers.agents import agents_router
+from soma.gateway.routers.sessions import sessions_router
+from soma.gateway.tenancy import Tenancy
+from soma.observability.metrics import Metrics
+from soma.storage.database import Database
+
+_log = logging.getLogger("soma.gateway")
+
+_DETAIL = {
+    HealthStatus.HEALTHY: "",
+    HealthStatus.STARTING: "bootstrapping",
+    HealthStatus.STOPPED: "not started",
+    HealthStatus.UNHEALTHY: "bootstrap failed",
+    HealthStatus.DEGRADED: "",
+}
+
+RouterFactory = Callable[[GatewayContext], APIRouter]
+ROUTERS: tuple[RouterFactory, ...] = (admin_router, agents_router, sessions_router)
+"""Every router of the gateway; all are mounted behind the same Authenticator."""
+
+
+class GatewayService:
+    """A `Service` and a route provider; routes answer 503 until `start()` has bootstrapped.
+
+    `router_factories` build the gateway's own routers from its context; `extra_routers`
+    (chat, runs, ...) are mounted as they are. All of them sit behind the same Authenticator,
+    so every route needs a valid key; each route then checks its scope with `require_scope`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        database: Database,
+        kv: KeyValue,
+        router_factories: Sequence[RouterFactory] = ROUTERS,
+        extra_routers: Sequence[APIRouter] = (),
+        closing: asyncio.Event | None = None,
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._router_factories = tuple(router_factories)
+        self._extra_routers = tuple(extra_routers)
+        gateway_metrics = GatewayMetrics(metrics)
+        self.tenancy = Tenancy(database, settings.llm.default_model)
+        self.verifier = KeyVerifier(database, kv, settings.auth.key_cache_ttl_s, gateway_metrics)
+        self.authenticator = Authenticator(self.verifier, gateway_metrics)
+        self.context = GatewayContext(settings, database, self.tenancy, self.verifier)
+        self._status = HealthStatus.STOPPED
+        self.closing = closing or asyncio.Event()
+        """Set on drain: routes that accept new work answer 503 and open streams end."""
+
+    @property
+    def name(self) -> str:
+        return "gateway"
+
+    def routers(self) -> Sequence[APIRouter]:
+        api = APIRouter(dependencies=[Depends(self._available), Depends(self.authenticator)])
+        for factory in self._router_factories:
+            api.include_router(factory(self.context))
+        for router in self._extra_routers:
+            api.include_router(router)
+        return [api]
+
+    async def start(self) -> None:
+        self._status = HealthStatus.STARTING
+        key_file = self._settings.bootstrap_key_file
+        try:
+            tenant = await bootstrap(self._database, self.tenancy, key_file)
+        except DBAPIError as exc:
+            self._status = HealthStatus.UNHEALTHY
+            lines = str(exc.orig or exc).strip().splitlines()
+            cause = lines[0] if lines else type(exc).__name__
+            raise StartupError(f"gateway: bootstrap failed in the database: {cause}") from None
+        except BaseException:
+            self._status = HealthStatus.UNHEALTHY
+            raise
+        self._status = HealthStatus.HEALTHY
+        _log.info("gateway ready", extra={"default_tenant_id": tenant.id})
+
+    async def drain(self) -> None:
+        self.closing.set()
+
+    async def stop(self) -> None:
+        self.closing.set()
+        self._status = HealthStatus.STOPPED
+
+    async def health(self) -> Health:
+        return Health(self._status, _DETAIL[self._status])
+
+    async def _available(self) -> None:
+        if self._status != HealthStatus.HEALTHY:
+            raise HTTPException(503, "the gateway is not started", headers={"Retry-After": "1"})

@@ -1,0 +1,59 @@
+"""The event journal of one run attempt: ids, durable milestones and the live stream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from soma.runs.events import EventType, RunEvent, first_id, stream_key
+from soma.runs.port import EventStreams
+from soma.storage.uow import UnitOfWork
+
+_log = logging.getLogger("soma.runs")
+
+
+class RunJournal:
+    """Owned by whoever holds the run's lease (or, for a run nobody runs, by the canceller).
+
+    Milestones are written in the caller's transaction and published to the stream only after
+    it commits, so a client never sees an event the database does not have.
+    """
+
+    def __init__(self, streams: EventStreams, tenant_id: str, run_id: str, attempt: int) -> None:
+        self._streams = streams
+        self.tenant_id = tenant_id
+        self.run_id = run_id
+        self._next = first_id(attempt)
+
+    def _take_id(self) -> int:
+        event_id = self._next
+        self._next += 1
+        return event_id
+
+    async def milestone(
+        self, uow: UnitOfWork, type: EventType, data: dict[str, Any] | None = None
+    ) -> RunEvent:
+        event = RunEvent(self._take_id(), type, data or {})
+        await uow.run_events.append(self.tenant_id, self.run_id, type, event.data, seq=event.id)
+        return event
+
+    async def delta(self, text: str) -> None:
+        await self.publish([RunEvent(self._take_id(), EventType.DELTA, {"text": text})])
+
+    async def publish(self, events: Iterable[RunEvent]) -> None:
+        await publish(self._streams, self.run_id, events)
+
+
+async def publish(streams: EventStreams, run_id: str, events: Iterable[RunEvent]) -> None:
+    """Append committed events to the run's live stream.
+
+    A failed append is logged, not raised: milestones are durable and readers fall back to
+    `run_events`; a lost delta only costs liveness (`message.completed` has the full text).
+    """
+    key = stream_key(run_id)
+    for event in events:
+        try:
+            await streams.append(key, event.encode(), event.id)
+        except Exception as exc:
+            _log.warning("stream append failed for run %s: %s", run_id, exc)

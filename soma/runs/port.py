@@ -1,0 +1,30 @@
+"""What runs need from the cache: an event stream per run and a small key-value store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class StreamEntryLike(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+class EventStreams(Protocol):
+    async def append(self, stream: str, data: bytes, entry_id: int | None = None) -> int:
+        """Append at `entry_id` (must exceed the last id) or at the next id."""
+        ...
+
+    async def read(
+        self, stream: str, after_id: int, limit: int = 100, block_s: float = 0
+    ) -> Sequence[StreamEntryLike]: ...
+
+
+class Flags(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...

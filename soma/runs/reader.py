@@ -1,0 +1,64 @@
+"""Reading a run's events after an id: durable milestones merged with the live stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from soma.runs.events import RunEvent, stream_key
+from soma.runs.port import EventStreams
+from soma.storage.database import Database
+
+READ_BATCH = 500
+
+
+class RunEventReader:
+    """Yields each event once, in id order, then stops after the terminal one.
+
+    `None` is yielded when nothing arrived for `heartbeat_s`, so callers can keep a
+    connection alive.
+    """
+
+    def __init__(self, database: Database, streams: EventStreams, heartbeat_s: float) -> None:
+        self._database = database
+        self._streams = streams
+        self._heartbeat_s = heartbeat_s
+
+    async def events(
+        self, tenant_id: str, run_id: str, after_id: int = 0
+    ) -> AsyncIterator[RunEvent | None]:
+        last = after_id
+        # Durable milestones first, then the stream: a milestone is committed before it is
+        # appended, so anything the stream lacks at this point sorts after what it has.
+        pending = {event.id: event for event in await self._durable(tenant_id, run_id, last)}
+        for entry in await self._streams.read(stream_key(run_id), last, READ_BATCH):
+            pending.setdefault(entry.id, RunEvent.decode(entry.id, entry.data))
+        for event_id in sorted(pending):
+            event = pending[event_id]
+            yield event
+            last = event.id
+            if event.terminal:
+                return
+        while True:
+            entries = await self._streams.read(
+                stream_key(run_id), last, READ_BATCH, block_s=self._heartbeat_s
+            )
+            batch = [RunEvent.decode(e.id, e.data) for e in entries]
+            if not batch:
+                # A quiet stream may also mean a lost append or another replica's in-process
+                # stream: the database has every milestone.
+                batch = await self._durable(tenant_id, run_id, last)
+                if not batch:
+                    yield None
+                    continue
+            for event in batch:
+                if event.id <= last:
+                    continue
+                yield event
+                last = event.id
+                if event.terminal:
+                    return
+
+    async def _durable(self, tenant_id: str, run_id: str, after_id: int) -> list[RunEvent]:
+        async with self._database.read() as uow:
+            rows = await uow.run_events.list(tenant_id, run_id, after_seq=after_id)
+        return [RunEvent(row.seq, row.type, row.data) for row in rows]

@@ -1,0 +1,1 @@
+"""The conversation worker: executes queued runs (agent turns) and recovers abandoned ones."""
