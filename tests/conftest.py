@@ -1,7 +1,9 @@
-"""Shared test configuration: the real-server harness plugins."""
+"""Shared test configuration: the real-server harness plugins and the e2e launchers."""
 
 pytest_plugins = [
     "tests.harness.postgres",
     "tests.harness.kafka",
     "tests.harness.redis",
+    "tests.e2e.platform",
+    "tests.e2e.stacks",
 ]

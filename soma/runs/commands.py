@@ -51,6 +51,28 @@ async def request_run(uow: UnitOfWork, run: Run, message_id: str | None) -> None
     await uow.outbox.add(CONVERSATION_INBOUND, run.session_id, payload, headers)
 
 
+async def is_next_in_session(uow: UnitOfWork, run: Run) -> bool:
+    """True when no earlier run of the session is still active (runs go one at a time, in order).
+
+    The bus keeps a session's requests in order, but requests re-sent by recovery or lost with
+    an in-process bus can arrive out of order; this check makes the order hold regardless.
+    """
+    oldest = await uow.runs.list(run.tenant_id, 1, session_id=run.session_id, statuses=ACTIVE)
+    return not oldest.items or oldest.items[0].id == run.id
+
+
+async def request_next(uow: UnitOfWork, finished: Run) -> None:
+    """After `finished` reached a final state, ask for the session's next queued run.
+
+    Its own request may have arrived while `finished` was active and been set aside.
+    """
+    queued = await uow.runs.list(
+        finished.tenant_id, 1, session_id=finished.session_id, statuses=(RunStatus.QUEUED,)
+    )
+    if queued.items:
+        await request_run(uow, queued.items[0], queued.items[0].message_id)
+
+
 async def accept_message(
     uow: UnitOfWork,
     streams: EventStreams,
@@ -123,5 +145,6 @@ async def finish_cancelled(
     )
     if updated is None:
         return None
+    await request_next(uow, updated)
     event = await journal.milestone(uow, EventType.CANCELLED, {"reason": "cancelled"})
     return updated, [event]

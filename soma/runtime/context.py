@@ -41,3 +41,26 @@ def build_context(
         remaining -= cost
     chosen.reverse()
     return system + chosen
+
+
+def turns_before(history: Sequence[Message], run_id: str, user_seq: int) -> list[Message]:
+    """The conversation as the model should see it when answering the message at `user_seq`.
+
+    Messages are numbered when written, so with queued runs a reply can have a higher seq than
+    later questions; each reply is placed right after the question of its run, and questions
+    asked after this one (and their replies) are left out.
+    """
+    question_seq = {m.run_id: m.seq for m in history if m.role == "user" and m.run_id}
+    ordered: list[tuple[int, int, int, Message]] = []
+    for message in history:
+        if message.role == "user" or message.run_id is None:
+            anchor = message.seq
+        else:
+            if message.run_id == run_id:
+                continue
+            anchor = question_seq.get(message.run_id, message.seq)
+        if anchor > user_seq:
+            continue
+        ordered.append((anchor, 0 if message.role == "user" else 1, message.seq, message))
+    ordered.sort(key=lambda item: item[:3])
+    return [item[3] for item in ordered]

@@ -12,7 +12,7 @@ from soma.config.settings import RuntimeSettings
 from soma.core.clock import utcnow
 from soma.core.service import Health
 from soma.observability.metrics import Metrics
-from soma.runs.commands import finish_cancelled, request_run
+from soma.runs.commands import finish_cancelled, request_next, request_run
 from soma.runs.events import ACTIVE, EventType, RunStatus
 from soma.runs.journal import RunJournal
 from soma.runs.port import EventStreams
@@ -143,6 +143,7 @@ class RecoveryService:
                 )
                 action = "failed" if failed else None
                 if failed:
+                    await request_next(uow, failed)
                     events = [await journal.milestone(uow, EventType.FAILED, {"error": error})]
             else:
                 next_check = utcnow() + timedelta(seconds=self._settings.requeue_after_s)

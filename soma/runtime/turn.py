@@ -16,11 +16,11 @@ from soma.config.settings import LLMSettings, RuntimeSettings
 from soma.core.clock import utcnow
 from soma.core.events import Envelope
 from soma.llm.types import ChatChunk, ChatRequest, Usage
-from soma.runs.commands import finish_cancelled
+from soma.runs.commands import finish_cancelled, is_next_in_session, request_next
 from soma.runs.events import EventType, RunEvent, RunStatus, cancel_key
 from soma.runs.journal import RunJournal
 from soma.runs.port import EventStreams, Flags
-from soma.runtime.context import build_context
+from soma.runtime.context import build_context, turns_before
 from soma.storage.database import Database
 from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
@@ -38,6 +38,10 @@ class ChatModels(Protocol):
 
 
 class _CancelRequested(Exception):
+    pass
+
+
+class _Deferred(Exception):
     pass
 
 
@@ -91,6 +95,13 @@ class Turn:
                 await renewer
 
     async def _claim(self) -> tuple[Run | None, RunJournal | None]:
+        try:
+            return await self._try_claim()
+        except _Deferred:
+            self.outcome = "deferred"
+            return None, None
+
+    async def _try_claim(self) -> tuple[Run | None, RunJournal | None]:
         deps = self.deps
         lease_until = utcnow() + timedelta(seconds=deps.runtime.lease_s)
         async with deps.database.transaction() as uow:
@@ -103,6 +114,10 @@ class Turn:
             )
             if run is None:
                 return None, None
+            if not await is_next_in_session(uow, run):
+                # An earlier run of this session is still active; when it finishes it requests
+                # this one again. Rolling back undoes the claim.
+                raise _Deferred
             journal = RunJournal(deps.streams, self.tenant_id, self.run_id, run.attempt)
             if run.attempt > deps.runtime.max_attempts:
                 error = f"gave up after {run.attempt - 1} attempts"
@@ -126,9 +141,10 @@ class Turn:
             )
             history: list[Message] = []
             if user_message is not None:
-                history = await uow.messages.history(
-                    self.tenant_id, run.session_id, up_to_seq=user_message.seq, limit=HISTORY_LIMIT
+                recent = await uow.messages.history(
+                    self.tenant_id, run.session_id, limit=HISTORY_LIMIT
                 )
+                history = turns_before(recent, self.run_id, user_message.seq)
         if agent is None:
             await self._finish_failed(journal, "the run's agent no longer exists")
             return
@@ -218,6 +234,7 @@ class Turn:
                 release_lease=True,
             )
             if updated is not None:
+                await request_next(uow, updated)
                 message, _ = await uow.messages.create(
                     self.tenant_id,
                     run.session_id,
@@ -266,6 +283,7 @@ class Turn:
         )
         if updated is None:
             return None
+        await request_next(uow, updated)
         event: RunEvent = await journal.milestone(uow, EventType.FAILED, {"error": error})
         return event
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, Platform, launch
+from tests.e2e.platform import ROOT, Platform, launch
 
 pytestmark = pytest.mark.e2e
 

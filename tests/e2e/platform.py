@@ -1,4 +1,4 @@
-"""Launch the real `python -m orchestrator.main` as a subprocess on a free port."""
+"""pytest plugin: launch the real `python -m orchestrator.main` as a subprocess on a free port."""
 
 from __future__ import annotations
 
