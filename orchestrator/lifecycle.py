@@ -85,12 +85,16 @@ class Lifecycle:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def drain_all(self, deadline: float) -> None:
-        """Let services finish or hand back in-flight work, newest first."""
-        for state in reversed(self.states):
-            if state.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED) and isinstance(
-                state.service, Drainable
-            ):
-                await self._bounded(state, state.service.drain(), deadline, "drain")
+        """Let services finish or hand back in-flight work, all at once: the gateway must
+        refuse new work while the workers are still finishing theirs."""
+        await asyncio.gather(
+            *(
+                self._bounded(state, state.service.drain(), deadline, "drain")
+                for state in reversed(self.states)
+                if state.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED)
+                and isinstance(state.service, Drainable)
+            )
+        )
 
     async def stop_all(self, deadline: float) -> bool:
         """Stop started services in reverse order; False if any stop failed or ran out of time."""

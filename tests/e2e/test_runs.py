@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.platform import Platform
+from tests.e2e.platform import ROOT, Platform
 from tests.e2e.stacks import Api, Stack, read_sse
 
 pytestmark = pytest.mark.e2e
@@ -174,15 +174,24 @@ def test_sigterm_mid_run_exits_0_and_run_completes_after_restart(stack: Stack) -
     assert accepted.status_code == 202, accepted.text
     run_id = accepted.json()["run_id"]
     api.wait_run(run_id, {"running"})
-    assert platform.terminate(timeout=30) == 0
-    assert api.client.base_url  # the old process is gone; talk to the new one
+    platform.process.send_signal(signal.SIGTERM)
+    # While it drains (the slow run holds it up to drain_timeout_s), new work is refused.
+    deadline = time.monotonic() + 5
+    during = api.send(session, "too late")
+    while during.status_code == 202 and time.monotonic() < deadline:
+        during = api.send(session, "too late")  # the signal may not have landed yet
+    assert during.status_code == 503, during.text
+    assert during.headers["retry-after"] == "5"
+    assert during.headers["content-type"] == "application/problem+json"
+    assert platform.process.wait(timeout=30) == 0
     restarted = stack.launch()
     api = Api(restarted, stack.admin_key)
     run = api.wait_run(run_id, {"completed", "failed", "cancelled"}, timeout=90)
     assert run["status"] == "completed", run
     assert run["attempt"] == 2
     replies = [m for m in api.messages(session) if m["role"] == "assistant"]
-    assert [m["content"] for m in replies] == ["You said: take your time"]
+    mine = [m["content"] for m in replies if m["run_id"] == run_id]
+    assert mine == ["You said: take your time"]
 
 
 def test_cancel_stops_a_running_run(stack: Stack) -> None:
@@ -264,3 +273,28 @@ def test_wait_true_returns_the_finished_run_and_reply(stack: Stack) -> None:
     body = response.json()
     assert body["run"]["status"] == "completed"
     assert body["message"]["content"] == "You said: ping"
+
+
+def test_policy_deny_answers_403_with_the_reason_and_writes_nothing(stack: Stack) -> None:
+    # The shipped policy plus one rule: conversation.send is denied for long messages.
+    shipped = (ROOT / "soma" / "policy" / "rego" / "soma.rego").read_text()
+    allow = '} else := {"allow": true, "require_approval": false, "reason": "allowed"}'
+    assert allow in shipped
+    limited = shipped.replace(
+        allow,
+        '} else := _deny("message too long") if {\n'
+        '\tinput.action == "conversation.send"\n'
+        "\tinput.context.content_chars > 20\n" + allow,
+    )
+    rego_dir = stack.tmp_path / "rego"
+    rego_dir.mkdir()
+    (rego_dir / "soma.rego").write_text(limited)
+    platform = stack.launch({"SOMA_POLICY__REGO_DIR": str(rego_dir)})
+    api = Api(platform, stack.admin_key)
+    session = api.session()
+    denied = api.send(session, "this message is far too long for the policy")
+    assert denied.status_code == 403
+    assert denied.headers["content-type"] == "application/problem+json"
+    assert "message too long" in denied.json()["detail"]
+    assert api.messages(session) == []
+    assert api.send(session, "short", wait="true").status_code == 200
