@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
+from typing import Any
 
 from orchestrator.registry import ServiceState
 from soma.core import Drainable, Health, HealthStatus
@@ -87,14 +88,13 @@ class Lifecycle:
     async def drain_all(self, deadline: float) -> None:
         """Let services finish or hand back in-flight work, all at once: the gateway must
         refuse new work while the workers are still finishing theirs."""
-        await asyncio.gather(
-            *(
-                self._bounded(state, state.service.drain(), deadline, "drain")
-                for state in reversed(self.states)
-                if state.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED)
-                and isinstance(state.service, Drainable)
-            )
-        )
+        drains: list[Coroutine[Any, Any, bool]] = []
+        for state in reversed(self.states):
+            service = state.service
+            running = state.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED)
+            if running and isinstance(service, Drainable):
+                drains.append(self._bounded(state, service.drain(), deadline, "drain"))
+        await asyncio.gather(*drains)
 
     async def stop_all(self, deadline: float) -> bool:
         """Stop started services in reverse order; False if any stop failed or ran out of time."""
@@ -112,11 +112,13 @@ class Lifecycle:
             self._set_up(state, False)
         return clean
 
-    async def _bounded(self, state: ServiceState, work: object, deadline: float, verb: str) -> bool:
+    async def _bounded(
+        self, state: ServiceState, work: Awaitable[None], deadline: float, verb: str
+    ) -> bool:
         remaining = max(deadline - time.monotonic(), 0.01)
         token = service_var.set(state.name)
         try:
-            await asyncio.wait_for(work, timeout=remaining)  # type: ignore[arg-type]
+            await asyncio.wait_for(work, timeout=remaining)
             return True
         except TimeoutError:
             _log.error("service %s did not %s within the shutdown timeout", state.name, verb)

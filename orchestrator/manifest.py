@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from opentelemetry import trace
+
 from orchestrator.registry import ServiceContext, ServiceDefinition, ServiceRegistry
 from soma.bus.outbox import OutboxRelay
 from soma.bus.port import Bus
@@ -89,7 +91,8 @@ def _turn_deps(ctx: ServiceContext) -> TurnDeps:
 
 def _conversation(ctx: ServiceContext) -> Service:
     bus = ctx.get("bus", Bus)  # type: ignore[type-abstract]
-    return ConversationWorker(bus, _turn_deps(ctx), ctx.metrics)
+    tracer = trace.get_tracer("soma.runtime")
+    return ConversationWorker(bus, _turn_deps(ctx), ctx.metrics, tracer)
 
 
 def _recovery(ctx: ServiceContext) -> Service:

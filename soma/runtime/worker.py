@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
@@ -25,8 +27,9 @@ class ConversationWorker:
     """Runs of one session arrive in order on one bus key, so they execute one at a time;
     the bus runs different keys concurrently, bounded here by `runtime.max_concurrent_runs`."""
 
-    def __init__(self, bus: Bus, deps: TurnDeps, metrics: Metrics) -> None:
+    def __init__(self, bus: Bus, deps: TurnDeps, metrics: Metrics, tracer: Tracer) -> None:
         self._bus = bus
+        self._tracer = tracer
         self._deps = deps
         self._slots = asyncio.Semaphore(deps.runtime.max_concurrent_runs)
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -92,7 +95,7 @@ class ConversationWorker:
         if envelope.run_id is None:
             raise ValueError("run request without run_id")
         async with self._slots:
-            task = asyncio.create_task(self._execute(envelope))
+            task = asyncio.create_task(self._execute(envelope, delivery))
             self._in_flight.add(task)
             try:
                 # Shielded: cancelling the handler (bus stopping) must go through hand-back.
@@ -104,7 +107,7 @@ class ConversationWorker:
             finally:
                 self._in_flight.discard(task)
 
-    async def _execute(self, envelope: Envelope) -> None:
+    async def _execute(self, envelope: Envelope, delivery: Delivery) -> None:
         assert envelope.run_id is not None
         tenant_id_var.set(envelope.tenant_id)
         session_id_var.set(envelope.session_id)
@@ -112,8 +115,15 @@ class ConversationWorker:
         turn = Turn(self._deps, envelope.tenant_id, envelope.run_id)
         started = time.perf_counter()
         self._active.inc()
+        # The request's traceparent rode through the outbox and the bus: one trace end to end.
+        parent = propagate.extract(dict(delivery.headers))
         try:
-            await turn.execute()
+            with self._tracer.start_as_current_span(
+                "run", context=parent, kind=SpanKind.CONSUMER
+            ) as span:
+                span.set_attribute("soma.run_id", envelope.run_id)
+                await turn.execute()
+                span.set_attribute("soma.run.outcome", turn.outcome)
         finally:
             self._active.dec()
             self._runs.labels(turn.outcome).inc()
