@@ -6,13 +6,14 @@ import asyncio
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.platform import ROOT, Platform
-from tests.e2e.stacks import Api, Stack, read_sse
+from tests.e2e.stacks import FAST_RECOVERY, Api, Stack, Upstream, model_env, read_sse
 
 pytestmark = pytest.mark.e2e
 
@@ -298,3 +299,24 @@ def test_policy_deny_answers_403_with_the_reason_and_writes_nothing(stack: Stack
     assert "message too long" in denied.json()["detail"]
     assert api.messages(session) == []
     assert api.send(session, "short", wait="true").status_code == 200
+
+
+def test_a_second_signal_forces_the_exit(tmp_path: Path, upstreams: dict[str, Upstream]) -> None:
+    env = {**model_env(upstreams), **FAST_RECOVERY, "SOMA_RUNTIME__DRAIN_TIMEOUT_S": "30"}
+    stack = Stack("embedded", tmp_path, env)
+    platform = stack.launch()
+    try:
+        api = Api(platform, stack.admin_key)
+        session = api.session(slow_agent(api))
+        run_id = api.send(session, "hold the drain open").json()["run_id"]
+        api.wait_run(run_id, {"running"})
+        platform.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while api.client.get("/v1/health/ready").status_code != 503:
+            assert time.monotonic() < deadline, "readiness never went 503"
+            time.sleep(0.02)
+        platform.process.send_signal(signal.SIGTERM)
+        assert platform.process.wait(timeout=5) == 128 + signal.SIGTERM
+    finally:
+        if platform.process.poll() is None:
+            platform.process.kill()
