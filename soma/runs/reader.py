@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from soma.runs.events import RunEvent, stream_key
-from soma.runs.port import EventStreams
+from soma.runs.port import EventStreams, StreamEntryLike
 from soma.storage.database import Database
 
 READ_BATCH = 500
@@ -30,7 +30,7 @@ class RunEventReader:
         # Durable milestones first, then the stream: a milestone is committed before it is
         # appended, so anything the stream lacks at this point sorts after what it has.
         pending = {event.id: event for event in await self._durable(tenant_id, run_id, last)}
-        for entry in await self._streams.read(stream_key(run_id), last, READ_BATCH):
+        for entry in await self._stream_after(run_id, last):
             pending.setdefault(entry.id, RunEvent.decode(entry.id, entry.data))
         for event_id in sorted(pending):
             event = pending[event_id]
@@ -58,7 +58,24 @@ class RunEventReader:
                 if event.terminal:
                     return
 
+    async def _stream_after(self, run_id: str, after_id: int) -> list[StreamEntryLike]:
+        """Everything the stream holds after `after_id` (a finished run's can exceed a batch)."""
+        entries: list[StreamEntryLike] = []
+        while True:
+            batch = await self._streams.read(stream_key(run_id), after_id, READ_BATCH)
+            entries.extend(batch)
+            if len(batch) < READ_BATCH:
+                return entries
+            after_id = batch[-1].id
+
     async def _durable(self, tenant_id: str, run_id: str, after_id: int) -> list[RunEvent]:
+        events: list[RunEvent] = []
         async with self._database.read() as uow:
-            rows = await uow.run_events.list(tenant_id, run_id, after_seq=after_id)
-        return [RunEvent(row.seq, row.type, row.data) for row in rows]
+            while True:
+                rows = await uow.run_events.list(
+                    tenant_id, run_id, after_seq=after_id, limit=READ_BATCH
+                )
+                events.extend(RunEvent(row.seq, row.type, row.data) for row in rows)
+                if len(rows) < READ_BATCH:
+                    return events
+                after_id = rows[-1].seq

@@ -33,6 +33,7 @@ class ConversationWorker:
         self._deps = deps
         self._slots = asyncio.Semaphore(deps.runtime.max_concurrent_runs)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()
         self._draining = False
         self._started = False
         self._runs = Counter(
@@ -94,18 +95,27 @@ class ConversationWorker:
             raise ValueError(f"malformed run request: {exc}") from exc
         if envelope.run_id is None:
             raise ValueError("run request without run_id")
-        async with self._slots:
-            task = asyncio.create_task(self._execute(envelope, delivery))
-            self._in_flight.add(task)
-            try:
-                # Shielded: cancelling the handler (bus stopping) must go through hand-back.
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                raise
-            finally:
-                self._in_flight.discard(task)
+        run_id = envelope.run_id
+        if run_id in self._running:
+            # A duplicate request (re-sent or redelivered on another partition) while this
+            # worker executes the run: the execution in progress answers it.
+            return
+        self._running.add(run_id)
+        try:
+            async with self._slots:
+                task = asyncio.create_task(self._execute(envelope, delivery))
+                self._in_flight.add(task)
+                try:
+                    # Shielded: cancelling the handler (bus stopping) must go through hand-back.
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise
+                finally:
+                    self._in_flight.discard(task)
+        finally:
+            self._running.discard(run_id)
 
     async def _execute(self, envelope: Envelope, delivery: Delivery) -> None:
         assert envelope.run_id is not None
