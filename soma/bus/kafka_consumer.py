@@ -106,6 +106,7 @@ class KafkaGroupConsumer:
             rebalance_timeout_ms=kafka.rebalance_timeout_ms,
             request_timeout_ms=max(kafka.request_timeout_ms, kafka.session_timeout_ms + 1000),
             max_poll_records=self._settings.prefetch,
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         )
         try:
             await consumer.start()

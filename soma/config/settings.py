@@ -42,6 +42,9 @@ class KafkaSettings(_Section):
     """Bound on one produce/metadata round trip, so a dead broker surfaces as an error."""
     idempotent_producer: bool = True
     """Off only for brokers without InitProducerId v0 (the tansu test broker)."""
+    fetch_max_wait_ms: int = Field(default=500, ge=1, le=60_000)
+    """Longest a fetch waits for data. Kafka answers as soon as data arrives; brokers that
+    do not (tansu) add up to this much latency per hop, so lower it for them."""
 
 
 class BusSettings(_Section):

@@ -126,6 +126,7 @@ def stack(
                 "SOMA_BUS__KAFKA__HEARTBEAT_INTERVAL_MS": "200",
                 "SOMA_BUS__KAFKA__REBALANCE_TIMEOUT_MS": "1000",
                 "SOMA_BUS__KAFKA__IDEMPOTENT_PRODUCER": "false",
+                "SOMA_BUS__KAFKA__FETCH_MAX_WAIT_MS": "20",
             }
         )
     built = Stack(request.param, tmp_path, env)

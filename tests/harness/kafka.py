@@ -101,6 +101,8 @@ def kafka_test_settings(bootstrap: str, prefix: str, partitions: int = 3) -> Kaf
         request_timeout_ms=5000,
         # tansu 0.6 rejects InitProducerId v0, the only version aiokafka sends.
         idempotent_producer=False,
+        # tansu holds a fetch for its whole max wait even when data arrives.
+        fetch_max_wait_ms=20,
     )
 
 
