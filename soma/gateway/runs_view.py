@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter
 
@@ -13,7 +13,6 @@ from soma.policy.port import Decision, PolicyInput
 from soma.runs.port import EventStreams, Flags
 from soma.runs.reader import RunEventReader
 from soma.storage.database import Database
-from soma.storage.repositories.runs import Run
 
 
 class PolicyDecider(Protocol):
@@ -39,22 +38,3 @@ class RunsContext:
     metrics: ChatMetrics
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the gateway drains: new messages get 503 and open streams end."""
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    def ts(value: Any) -> str | None:
-        return None if value is None else str(value.isoformat())
-
-    return {
-        "id": run.id,
-        "session_id": run.session_id,
-        "agent_id": run.agent_id,
-        "message_id": run.message_id,
-        "status": run.status,
-        "attempt": run.attempt,
-        "usage": run.usage,
-        "error": run.error,
-        "created_at": ts(run.created_at),
-        "started_at": ts(run.started_at),
-        "finished_at": ts(run.finished_at),
-    }

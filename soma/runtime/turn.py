@@ -20,6 +20,7 @@ from soma.runs.commands import finish_cancelled, is_next_in_session, request_nex
 from soma.runs.events import EventType, RunEvent, RunStatus, cancel_key
 from soma.runs.journal import RunJournal
 from soma.runs.port import EventStreams, Flags
+from soma.runs.views import message_json
 from soma.runtime.context import build_context, turns_before
 from soma.storage.database import Database
 from soma.storage.repositories.messages import Message
@@ -244,7 +245,7 @@ class Turn:
                     metadata={"model": reply.model} if reply.model else {},
                     idempotency_key=f"{self.run_id}:assistant",
                 )
-                body = _message_json(message)
+                body = message_json(message)
                 events = [
                     await journal.milestone(uow, EventType.MESSAGE_COMPLETED, {"message": body}),
                     await journal.milestone(uow, EventType.COMPLETED, {"usage": usage}),
@@ -325,18 +326,6 @@ def _usage_json(usage: Usage | None) -> dict[str, int]:
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-    }
-
-
-def _message_json(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "session_id": message.session_id,
-        "run_id": message.run_id,
-        "role": message.role,
-        "content": message.content,
-        "seq": message.seq,
-        "created_at": message.created_at.isoformat(),
     }
 
 

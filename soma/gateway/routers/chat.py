@@ -12,11 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from soma.core.errors import ConflictError, NotFoundError
 from soma.gateway.auth.deps import ChatCaller
 from soma.gateway.problems import conflict, not_found, unprocessable
-from soma.gateway.runs_view import RunsContext, run_json
+from soma.gateway.runs_view import RunsContext
 from soma.gateway.sse import SSE_HEADERS, SSE_MEDIA_TYPE, run_stream
 from soma.policy.port import PolicyInput, Subject
 from soma.runs.commands import accept_message
 from soma.runs.journal import publish
+from soma.runs.views import message_json, run_json
 
 MAX_CONTENT_CHARS = 100_000
 WAIT_MARGIN_S = 30.0
@@ -130,11 +131,5 @@ async def _wait_finished(
         reply = await uow.messages.get_by_idempotency_key(tenant_id, f"{run_id}:assistant")
     if run is None:
         return None
-    message = None
-    if reply is not None:
-        message = {
-            "id": reply.id, "session_id": reply.session_id, "run_id": reply.run_id,
-            "role": reply.role, "content": reply.content, "seq": reply.seq,
-            "created_at": reply.created_at.isoformat(),
-        }  # fmt: skip
+    message = None if reply is None else message_json(reply)
     return {"run": run_json(run), "message": message}

@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from soma.core.errors import ConflictError, NotFoundError
 from soma.gateway.auth.deps import ChatCaller
 from soma.gateway.problems import conflict, not_found
-from soma.gateway.runs_view import RunsContext, run_json
+from soma.gateway.runs_view import RunsContext
 from soma.gateway.sse import SSE_HEADERS, SSE_MEDIA_TYPE, parse_last_event_id, run_stream
 from soma.runs.commands import cancel_run
 from soma.runs.events import RunStatus
 from soma.runs.journal import publish
+from soma.runs.views import run_json
 
 
 def runs_router(ctx: RunsContext) -> APIRouter:
