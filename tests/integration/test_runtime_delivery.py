@@ -35,8 +35,9 @@ def upstream() -> Iterator[ScriptedLLM]:
 async def stack(
     tmp_path: Path, database_url: str, upstream: ScriptedLLM
 ) -> AsyncIterator[RuntimeStack]:
-    # A short lease, renewed every 0.2 s, so a stolen lease is noticed quickly.
-    settings = runtime_settings(tmp_path, database_url, upstream.base_url, runtime={"lease_s": 0.6})
+    # Renewed every second: a stolen lease is noticed within the slow replies below, and a
+    # loaded machine (CI) never lets an honest lease lapse mid-test.
+    settings = runtime_settings(tmp_path, database_url, upstream.base_url, runtime={"lease_s": 3.0})
     async with running_stack(settings) as running:
         yield running
 
