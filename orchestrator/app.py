@@ -81,7 +81,7 @@ def create_app(
             {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in exc.errors()
         ]
         detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
-        return problem(422, "Unprocessable Content", detail, errors=errors)
+        return problem(422, status_title(422), detail, errors=errors)
 
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, tracer=tracer, access_log=access_log
