@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.harness.redis",
     "tests.e2e.platform",
     "tests.e2e.stacks",
+    "tests.support.storage_world",
 ]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 import pytest
@@ -16,43 +14,13 @@ from soma.core.errors import ConflictError, NotFoundError
 from soma.observability.metrics import Metrics
 from soma.storage import Database, StorageMetrics, create_engine, migrate
 from soma.storage.tables import audit_log
+from tests.support.storage_world import make_world
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    engine = create_engine(database_url, 5, False)
-    await migrate(engine)
-    yield Database(engine, StorageMetrics(Metrics()))
-    await engine.dispose()
-
-
-@dataclass(frozen=True)
-class World:
-    tenant: str
-    agent: str
-    session: str
-    message: str
-    run: str
-
-
-async def _world(db: Database, name: str) -> World:
-    async with db.transaction() as uow:
-        tenant = await uow.tenants.create(name)
-        agent = await uow.agents.create(
-            tenant.id, name="assistant", instructions="Be brief.", model="local"
-        )
-        session = await uow.sessions.create(tenant.id, agent_id=agent.id, title="first")
-        message, _ = await uow.messages.create(tenant.id, session.id, role="user", content="hi")
-        run = await uow.runs.create(
-            tenant.id, session_id=session.id, agent_id=agent.id, message_id=message.id
-        )
-    return World(tenant.id, agent.id, session.id, message.id, run.id)
-
-
 async def test_one_tenant_cannot_see_or_change_another_tenants_rows(db: Database) -> None:
-    a, b = await _world(db, "a"), await _world(db, "b")
+    a, b = await make_world(db, "a"), await make_world(db, "b")
     later = utcnow() + timedelta(minutes=1)
     async with db.transaction() as uow:
         assert await uow.agents.get(b.tenant, a.agent) is None
@@ -91,7 +59,7 @@ async def test_one_tenant_cannot_see_or_change_another_tenants_rows(db: Database
 
 
 async def test_lists_page_through_every_row_once_in_id_order(db: Database) -> None:
-    world = await _world(db, "paging")
+    world = await make_world(db, "paging")
     async with db.transaction() as uow:
         for index in range(4):
             await uow.sessions.create(world.tenant, agent_id=world.agent, title=f"s{index}")
@@ -110,7 +78,7 @@ async def test_lists_page_through_every_row_once_in_id_order(db: Database) -> No
 
 
 async def test_messages_are_numbered_and_an_idempotency_key_inserts_once(db: Database) -> None:
-    world = await _world(db, "idem")
+    world = await make_world(db, "idem")
     async with db.transaction() as uow:
         first, inserted = await uow.messages.create(
             world.tenant, world.session, role="assistant", content="answer", idempotency_key="r1"
@@ -136,7 +104,7 @@ async def test_messages_are_numbered_and_an_idempotency_key_inserts_once(db: Dat
 
 
 async def test_concurrent_appends_to_one_session_get_distinct_numbers(db: Database) -> None:
-    world = await _world(db, "concurrent")
+    world = await make_world(db, "concurrent")
 
     async def append(index: int) -> int:
         async with db.transaction() as uow:
@@ -150,7 +118,7 @@ async def test_concurrent_appends_to_one_session_get_distinct_numbers(db: Databa
 
 
 async def test_messages_of_a_deleted_session_cannot_be_added(db: Database) -> None:
-    world = await _world(db, "deleted")
+    world = await make_world(db, "deleted")
     async with db.transaction() as uow:
         assert await uow.sessions.delete(world.tenant, world.session)
         assert await uow.sessions.get(world.tenant, world.session) is None
@@ -159,7 +127,7 @@ async def test_messages_of_a_deleted_session_cannot_be_added(db: Database) -> No
 
 
 async def test_agent_names_are_unique_per_tenant_only(db: Database) -> None:
-    a, b = await _world(db, "a"), await _world(db, "b")
+    a, b = await make_world(db, "a"), await make_world(db, "b")
     with pytest.raises(ConflictError):
         async with db.transaction() as uow:
             await uow.agents.create(a.tenant, name="assistant", instructions="", model="m")
@@ -175,7 +143,7 @@ async def test_agent_names_are_unique_per_tenant_only(db: Database) -> None:
 
 
 async def test_audit_chain_verifies_and_detects_tampering(db: Database) -> None:
-    world = await _world(db, "audit")
+    world = await make_world(db, "audit")
     async with db.transaction() as uow:
         entries = [
             await uow.audit.append(
@@ -196,7 +164,7 @@ async def test_audit_chain_verifies_and_detects_tampering(db: Database) -> None:
 
 
 async def test_api_keys_are_found_by_prefix_and_revocable(db: Database) -> None:
-    world = await _world(db, "keys")
+    world = await make_world(db, "keys")
     async with db.transaction() as uow:
         key = await uow.api_keys.create(
             world.tenant, prefix="sk_abc", secret_hash="h", name="admin", scopes=["admin", "chat"]
@@ -216,7 +184,7 @@ async def test_api_keys_are_found_by_prefix_and_revocable(db: Database) -> None:
 
 
 async def test_tool_calls_approvals_and_uploads(db: Database) -> None:
-    world = await _world(db, "tools")
+    world = await make_world(db, "tools")
     async with db.transaction() as uow:
         call, inserted = await uow.tool_calls.create(
             world.tenant,
@@ -289,7 +257,7 @@ async def test_dead_letters_can_be_listed_and_marked_replayed(db: Database) -> N
 
 
 async def test_timestamps_come_back_timezone_aware_in_utc(db: Database) -> None:
-    world = await _world(db, "time")
+    world = await make_world(db, "time")
     async with db.read() as uow:
         run = await uow.runs.get(world.tenant, world.run)
     assert run is not None and run.created_at.tzinfo is not None

@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 
 from soma.core.clock import utcnow
-from soma.observability.metrics import Metrics
-from soma.storage import Database, StorageMetrics, create_engine, migrate
+from soma.storage import Database
+from tests.support.storage_world import make_world
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    engine = create_engine(database_url, 5, False)
-    await migrate(engine)
-    yield Database(engine, StorageMetrics(Metrics()))
-    await engine.dispose()
-
-
-@dataclass(frozen=True)
-class World:
-    tenant: str
-    agent: str
-    session: str
-    run: str
-
-
-async def _world(db: Database) -> World:
-    async with db.transaction() as uow:
-        tenant = await uow.tenants.create("runs")
-        agent = await uow.agents.create(tenant.id, name="a", instructions="", model="local")
-        session = await uow.sessions.create(tenant.id, agent_id=agent.id)
-        message, _ = await uow.messages.create(tenant.id, session.id, role="user", content="hi")
-        run = await uow.runs.create(
-            tenant.id, session_id=session.id, agent_id=agent.id, message_id=message.id
-        )
-    return World(tenant.id, agent.id, session.id, run.id)
-
-
 async def test_run_leases_are_exclusive_until_they_expire(db: Database) -> None:
-    world = await _world(db)
+    world = await make_world(db, "runs")
     soon = utcnow() + timedelta(seconds=30)
     async with db.transaction() as uow:
         claimed = await uow.runs.claim(
@@ -89,7 +59,7 @@ async def test_run_leases_are_exclusive_until_they_expire(db: Database) -> None:
 
 
 async def test_run_events_are_numbered_and_replayable(db: Database) -> None:
-    world = await _world(db)
+    world = await make_world(db, "runs")
     async with db.transaction() as uow:
         first = await uow.run_events.append(world.tenant, world.run, "run.queued", {})
         second = await uow.run_events.append(world.tenant, world.run, "run.started", {"n": 1})
@@ -109,7 +79,7 @@ async def test_run_events_are_numbered_and_replayable(db: Database) -> None:
 
 
 async def test_stalled_runs_are_found_and_requeued_once(db: Database) -> None:
-    world = await _world(db)
+    world = await make_world(db, "runs")
     now = utcnow()
     async with db.transaction() as uow:
         fresh = await uow.runs.list_stalled(
@@ -180,7 +150,7 @@ async def test_stalled_runs_are_found_and_requeued_once(db: Database) -> None:
 
 
 async def test_pages_expose_items_and_next_cursor(db: Database) -> None:
-    world = await _world(db)
+    world = await make_world(db, "runs")
     async with db.transaction() as uow:
         await uow.runs.create(world.tenant, session_id=world.session, agent_id=world.agent)
         page = await uow.runs.list(world.tenant, 1, session_id=world.session)
@@ -192,7 +162,7 @@ async def test_pages_expose_items_and_next_cursor(db: Database) -> None:
 
 
 async def test_platform_admin_can_find_a_key_by_id_alone(db: Database) -> None:
-    world = await _world(db)
+    world = await make_world(db, "runs")
     async with db.transaction() as uow:
         key = await uow.api_keys.create(
             world.tenant, prefix="sk_x", secret_hash="h", name="n", scopes=["chat"]
