@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the integration tests need (PostgreSQL+pgvector and the Kafka-protocol broker
+# Debian packages the integration tests (and the wrk-driven benchmarks) need (PostgreSQL+pgvector and the Kafka-protocol broker
 # come from PyPI wheels, see pyproject.toml).
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v g++ >/dev/null || missing+=(g++)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,0 +1,226 @@
+"""Accepted messages/s and full turns/s through the real platform, driven by `wrk`.
+
+    .venv/bin/python -m bench.bench_wrk --stack embedded --measure accept --measure turns
+    .venv/bin/python -m bench.bench_wrk --stack distributed --shape split --measure turns
+
+`wrk` (compiled, a few % of a core) sends the POSTs, round-robin over `--sessions` sessions:
+`accept` POSTs and counts 202s, `turns` POSTs with `?wait=true` (200 once the run completed).
+Beside every rate: the CPU of each process over the window (platform processes, upstream,
+wrk, database/broker/cache servers) and the platform's CPU per operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.bench_runs import QUIET, backends, make_sessions, scrape
+from tests.e2e.platform import Platform, free_port, launch
+from tests.e2e.stacks import start_upstream
+
+SHAPES = ("one", "split")
+"""`one`: every service in one process. `split`: an API process (gateway, outbox relay) and a
+worker process (conversation, recovery) on the same servers; distributed stack only."""
+
+LUA = """
+local sessions = {%(sessions)s}
+local i = 0
+wrk.method = "POST"
+wrk.body = '{"content":"hi"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+request = function()
+  i = i + 1
+  return wrk.format(nil, "/v1/sessions/" .. sessions[(i %% #sessions) + 1] .. "/messages%(query)s")
+end
+local codes = {}
+response = function(status, headers, body)
+  codes[status] = (codes[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+  for _, p in pairs({50, 90, 99, 99.9}) do
+    io.write(string.format("PCT %%g %%d\\n", p, latency:percentile(p)))
+  end
+  io.write(string.format("MAX %%d\\n", latency.max))
+end
+"""
+
+
+class CpuWindow:
+    """CPU seconds of named process groups between enter and exit."""
+
+    def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
+        self._groups = groups
+
+    @staticmethod
+    def _cpu(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def __enter__(self) -> CpuWindow:
+        self._wall = time.perf_counter()
+        self._start = {name: self._cpu(procs) for name, procs in self._groups.items()}
+        self._machine = psutil.cpu_times()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.seconds = {
+            name: self._cpu(procs) - self._start[name] for name, procs in self._groups.items()
+        }
+        now = psutil.cpu_times()
+        busy = (sum(now) - now.idle - now.iowait) - (
+            sum(self._machine) - self._machine.idle - self._machine.iowait
+        )
+        self.machine_pct = 100 * busy / self.wall
+
+
+def server_processes() -> list[psutil.Process]:
+    """Database, broker and cache servers started by the harness (by process name)."""
+    names = ("postgres", "redis-server", "tansu")
+    return [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "") in names]
+
+
+def run_wrk(lua: Path, url: str, connections: int, duration: float) -> tuple[str, subprocess.Popen[str]]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "30s",
+               "-s", str(lua), url]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return " ".join(command), process
+
+
+def parse_wrk(output: str) -> tuple[float, int, dict[str, float], str]:
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    pct = {m.group(1): int(m.group(2)) / 1000 for m in re.finditer(r"PCT ([\d.]+) (\d+)", output)}
+    errors = re.search(r"Socket errors:.*|Non-2xx.*", output)
+    return rate, total, pct, errors.group(0) if errors else ""
+
+
+@contextmanager
+def platforms(workdir: Path, env: dict[str, str], shape: str) -> Iterator[list[Platform]]:
+    started: list[Platform] = []
+    try:
+        if shape == "one":
+            started.append(launch(Path(tempfile.mkdtemp(dir=workdir)), env))
+        else:
+            api_env = {**env, "SOMA_SERVICES": "gateway,outbox"}
+            worker_env = {**env, "SOMA_SERVICES": "conversation,recovery",
+                          "SOMA_HTTP__PORT": str(free_port())}  # fmt: skip
+            started.append(launch(Path(tempfile.mkdtemp(dir=workdir)), api_env))
+            started[0].wait_healthy(timeout=90)
+            started.append(launch(Path(tempfile.mkdtemp(dir=workdir)), worker_env))
+        for running in started:
+            running.wait_healthy(timeout=90)
+        yield started
+    finally:
+        for running in started:
+            running.process.kill()
+            running.process.wait()
+
+
+async def prepare(running: Platform, key: str, count: int) -> tuple[list[str], dict[str, float]]:
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=running.base_url, timeout=60, limits=limits,
+                                 headers={"Authorization": f"Bearer {key}"}) as client:  # fmt: skip
+        sessions = await make_sessions(client, count)
+        return sessions, await scrape(client)
+
+
+async def metrics_of(running: Platform) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=running.base_url, timeout=60) as client:
+        return await scrape(client)
+
+
+def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir: Path,
+            upstream_pid: int) -> str:  # fmt: skip
+    api = group[0]
+    key = (Path(api.env["SOMA_DATA_DIR"]) / "admin.key").read_text().strip()
+    sessions, _ = asyncio.run(prepare(api, key, args.sessions))
+    lua = workdir / f"{name}.lua"
+    query = "?wait=true" if name == "turns" else ""
+    quoted = ",".join(f'"{s}"' for s in sessions)
+    lua.write_text(LUA % {"sessions": quoted, "key": key, "query": query})
+    before = [asyncio.run(metrics_of(p)) for p in group]
+    processes = {f"platform[{i}]": [psutil.Process(p.process.pid)] for i, p in enumerate(group)}
+    processes["upstream"] = [psutil.Process(upstream_pid)]
+    processes["servers"] = server_processes()
+    # Warm up (connections, caches, JIT-free but allocator-warm) before the measured window.
+    warm_cmd, warm = run_wrk(lua, api.base_url, args.connections, 2)
+    warm.communicate()
+    command, wrk = run_wrk(lua, api.base_url, args.connections, args.duration)
+    processes["wrk"] = [psutil.Process(wrk.pid)]
+    with CpuWindow(processes) as cpu:
+        output, _ = wrk.communicate()
+    after = [asyncio.run(metrics_of(p)) for p in group]
+    rate, total, pct, errors = parse_wrk(output)
+    counted = Counter[str]()
+    for b, a in zip(before, after, strict=True):
+        for k, v in a.items():
+            if k.startswith(("soma_runs_total{", "soma_messages_accepted_total")):
+                counted[k] += int(v - b.get(k, 0.0))
+    platform_cpu = sum(v for k, v in cpu.seconds.items() if k.startswith("platform"))
+    ops = rate * cpu.wall
+    lines = [
+        f"== {name} · {args.stack} · shape {args.shape} · {args.connections} connections, "
+        f"{len(sessions)} sessions",
+        f"command : {command}",
+        f"rate    : {total} requests, {rate:,.0f}/s {errors}",
+        "latency : " + "  ".join(f"p{k} {v:.1f} ms" for k, v in pct.items()),
+        "cpu     : " + ", ".join(
+            f"{k} {100 * v / cpu.wall:.0f}%" for k, v in cpu.seconds.items()
+        ) + f"; machine busy {cpu.machine_pct:.0f}% of {100 * (psutil.cpu_count() or 1)}%",
+        f"platform: {1000 * platform_cpu / max(ops, 1):.3f} ms CPU per "
+        f"{'accepted message' if name == 'accept' else 'full turn'}",
+        f"server  : {dict(counted)}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", choices=("embedded", "distributed"), default="embedded")
+    parser.add_argument("--shape", choices=SHAPES, default="one")
+    parser.add_argument("--measure", action="append", choices=("accept", "turns"))
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--sessions", type=int, default=1024)
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the platform")
+    args = parser.parse_args()
+    if args.shape == "split" and args.stack != "distributed":
+        parser.error("--shape split needs --stack distributed (shared servers)")
+    extra = dict(item.split("=", 1) for item in args.env)
+    with ExitStack() as stop, backends(args.stack) as backend_env:
+        workdir = Path(stop.enter_context(tempfile.TemporaryDirectory(prefix="soma-wrk-")))
+        upstream = start_upstream("--instant", "--reply", "ok")
+        stop.callback(upstream.process.wait, 10)
+        stop.callback(upstream.process.terminate)
+        model = {"SOMA_LLM__DEFAULT_MODEL": "bench", "SOMA_LLM__MODELS__BENCH__PROVIDER": "openai",
+                 "SOMA_LLM__MODELS__BENCH__BASE_URL": upstream.base_url,
+                 "SOMA_LLM__MODELS__BENCH__MODEL": "instant"}  # fmt: skip
+        for name in args.measure or ("accept", "turns"):
+            env = {**QUIET, **model, **backend_env(), **extra}
+            if name == "accept" and args.shape == "one":
+                env.setdefault("SOMA_SERVICES", "gateway")
+            with platforms(workdir, env, args.shape) as group:
+                print(measure(name, args, group, workdir, upstream.process.pid), flush=True)
+
+
+if __name__ == "__main__":
+    main()
