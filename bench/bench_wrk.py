@@ -98,7 +98,9 @@ def server_processes() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "") in names]
 
 
-def run_wrk(lua: Path, url: str, connections: int, duration: float) -> tuple[str, subprocess.Popen[str]]:
+def run_wrk(
+    lua: Path, url: str, connections: int, duration: float
+) -> tuple[str, subprocess.Popen[str]]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "30s",
                "-s", str(lua), url]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -161,8 +163,8 @@ def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir:
     processes = {f"platform[{i}]": [psutil.Process(p.process.pid)] for i, p in enumerate(group)}
     processes["upstream"] = [psutil.Process(upstream_pid)]
     processes["servers"] = server_processes()
-    # Warm up (connections, caches, JIT-free but allocator-warm) before the measured window.
-    warm_cmd, warm = run_wrk(lua, api.base_url, args.connections, 2)
+    # Warm up (connections, caches) before the measured window.
+    _, warm = run_wrk(lua, api.base_url, args.connections, 2)
     warm.communicate()
     command, wrk = run_wrk(lua, api.base_url, args.connections, args.duration)
     processes["wrk"] = [psutil.Process(wrk.pid)]
@@ -183,9 +185,9 @@ def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir:
         f"command : {command}",
         f"rate    : {total} requests, {rate:,.0f}/s {errors}",
         "latency : " + "  ".join(f"p{k} {v:.1f} ms" for k, v in pct.items()),
-        "cpu     : " + ", ".join(
-            f"{k} {100 * v / cpu.wall:.0f}%" for k, v in cpu.seconds.items()
-        ) + f"; machine busy {cpu.machine_pct:.0f}% of {100 * (psutil.cpu_count() or 1)}%",
+        "cpu     : "
+        + ", ".join(f"{k} {100 * v / cpu.wall:.0f}%" for k, v in cpu.seconds.items())
+        + f"; machine busy {cpu.machine_pct:.0f}% of {100 * (psutil.cpu_count() or 1)}%",
         f"platform: {1000 * platform_cpu / max(ops, 1):.3f} ms CPU per "
         f"{'accepted message' if name == 'accept' else 'full turn'}",
         f"server  : {dict(counted)}",
