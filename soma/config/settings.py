@@ -74,6 +74,10 @@ class CacheSettings(_Section):
     max_connections: int = Field(default=64, ge=1, le=10_000)
     stream_maxlen: int = Field(default=10_000, ge=10)
     stream_ttl_s: int = Field(default=3600, ge=1)
+    stream_grace_s: float = Field(default=30.0, gt=0)
+    """How long a finished run's stream stays after its terminal event (milestones are durable)."""
+    stream_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """In-process streams only: all streams together; the oldest finished ones go first."""
 
 
 class PolicySettings(_Section):
@@ -113,6 +117,13 @@ class LLMSettings(_Section):
     retries: int = Field(default=2, ge=0, le=10)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=30.0, gt=0)
+    retry_window_s: float = Field(default=120.0, ge=0)
+    """How long a request waits out transient upstream failures (before its first token)."""
+    retry_backoff_max_s: float = Field(default=5.0, gt=0)
+    retry_after_max_s: float = Field(default=30.0, gt=0)
+    """Longest `Retry-After` honoured per wait; longer ones are cut to this."""
+    probe_interval_s: float = Field(default=0.5, gt=0)
+    """While a model's breaker is open, how often its upstream is probed (no tokens spent)."""
 
     @field_validator("models", mode="before")
     @classmethod

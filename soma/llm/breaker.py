@@ -15,8 +15,16 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+def _nothing() -> None:
+    return None
+
+
 class CircuitBreaker:
-    """Call `acquire()` before a request, then exactly one of `success`, `failure` or `release`."""
+    """Call `acquire()` before a request, then exactly one of `success`, `failure` or `release`.
+
+    An open breaker half-opens after `reset_s`, or earlier through `half_open()` when a probe
+    found the upstream answering. `on_change` runs whenever admission may have changed.
+    """
 
     def __init__(
         self,
@@ -24,15 +32,18 @@ class CircuitBreaker:
         failure_threshold: int,
         reset_s: float,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] = _nothing,
     ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_s = reset_s
         self._clock = clock
+        self._on_change = on_change
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._trial_in_flight = False
+        self._failed_trials = 0
 
     @property
     def state(self) -> BreakerState:
@@ -43,6 +54,11 @@ class CircuitBreaker:
     @property
     def consecutive_failures(self) -> int:
         return self._failures
+
+    @property
+    def failed_trials(self) -> int:
+        """Half-open trials that failed in a row since the breaker was last closed."""
+        return self._failed_trials
 
     def acquire(self) -> None:
         """Admit a request or raise `CircuitOpenError` at once."""
@@ -61,18 +77,39 @@ class CircuitBreaker:
             f" next trial in {wait:.1f}s"
         )
 
+    def half_open(self) -> bool:
+        """A probe saw the upstream answer: admit one trial now. False unless it was open."""
+        if self._state is not BreakerState.OPEN:
+            return False
+        self._state = BreakerState.HALF_OPEN
+        self._trial_in_flight = False
+        self._on_change()
+        return True
+
     def success(self) -> None:
+        changed = self._state is not BreakerState.CLOSED
         self._state = BreakerState.CLOSED
         self._failures = 0
+        self._failed_trials = 0
         self._trial_in_flight = False
+        if changed:
+            self._on_change()
 
     def failure(self) -> None:
         self._failures += 1
-        if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
+        was = self._state
+        if was is BreakerState.HALF_OPEN:
+            self._failed_trials += 1
+        if was is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
             self._state = BreakerState.OPEN
             self._opened_at = self._clock()
         self._trial_in_flight = False
+        if was is not self._state or was is BreakerState.HALF_OPEN:
+            self._on_change()
 
     def release(self) -> None:
         """The admitted request ended without a verdict (cancelled): let another trial in."""
+        in_flight = self._trial_in_flight
         self._trial_in_flight = False
+        if in_flight:
+            self._on_change()

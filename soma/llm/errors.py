@@ -14,9 +14,13 @@ class LLMError(SomaError):
 class ProviderUnavailableError(LLMError):
     """The backend could not serve the request (connection, timeout, 429, 5xx): a fallback may."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
+        """The upstream's `Retry-After`, when it sent one."""
 
 
 class ProviderTimeoutError(ProviderUnavailableError):
@@ -52,3 +56,18 @@ class AllModelsFailedError(ProviderUnavailableError):
         reasons = "; ".join(f"{name}: {reason}" for name, reason in failures)
         super().__init__(f"model {model!r} and its fallbacks failed: {reasons}")
         self.failures = list(failures)
+
+
+class UpstreamOutageError(ProviderUnavailableError):
+    """The chain stayed unavailable for the whole retry window; says why without addresses."""
+
+    def __init__(
+        self, model: str, failures: Sequence[tuple[str, str]], window_s: float, reason: str
+    ) -> None:
+        super().__init__(
+            f"the model upstream is unavailable: model {model!r} did not answer within the"
+            f" retry window of {window_s:g}s (last failure: {reason})"
+        )
+        self.failures = list(failures)
+        self.window_s = window_s
+        self.reason = reason

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from soma.observability.metrics import Metrics
 
@@ -40,5 +40,37 @@ class LLMMetrics:
             "From the router call to the end of a completed stream.",
             ["model"],
             buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.retry_waits = Counter(
+            "soma_llm_retry_waits_total",
+            "Waits of a request whose whole chain was unavailable before its first token,"
+            " by requested model and reason (unreachable, timeout, server_error, rate_limited,"
+            " circuit_open).",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "soma_llm_waiting_requests",
+            "Requests currently waiting for their model's upstream to answer again.",
+            ["model"],
+            registry=registry,
+        )
+        self.window_exhausted = Counter(
+            "soma_llm_retry_window_exhausted_total",
+            "Requests that failed because the upstream stayed unavailable for the retry window.",
+            ["model"],
+            registry=registry,
+        )
+        self.probes = Counter(
+            "soma_llm_breaker_probes_total",
+            "Probes of an open circuit's upstream (no tokens spent), by result (ok, unavailable).",
+            ["model", "result"],
+            registry=registry,
+        )
+        self.circuit_open = Gauge(
+            "soma_llm_circuit_open",
+            "1 while the model's circuit breaker is open (calls fail fast and wait), else 0.",
+            ["model"],
             registry=registry,
         )

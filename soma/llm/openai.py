@@ -191,7 +191,8 @@ class OpenAIProvider:
         text = f"{self.name}: HTTP {status} from {self.base_url}: {detail[:_ERROR_BODY_CHARS]}"
         if status in _RETRYABLE_STATUS or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise _RetryableError(ProviderUnavailableError(text, status=status), retry_after)
+            error = ProviderUnavailableError(text, status=status, retry_after_s=retry_after)
+            raise _RetryableError(error, retry_after)
         raise ProviderRequestError(text, status=status)
 
     async def check(self) -> str:

@@ -81,8 +81,11 @@ class LLMService:
         return self.router.stream(model, request)
 
     async def stop(self) -> None:
-        providers, self._providers, self._router = self._providers, {}, None
+        router, providers = self._router, self._providers
+        self._providers, self._router = {}, None
         self._checks.clear()
+        if router is not None:
+            await router.aclose()
         await asyncio.gather(*(p.aclose() for p in providers.values()))
 
     async def health(self) -> Health:
@@ -96,10 +99,14 @@ class LLMService:
             breaker = self._router.route(name).breaker.state
             suffix = "" if breaker is BreakerState.CLOSED else f" [circuit {breaker}]"
             details.append(f"{name}: {detail}{suffix}")
+        open_circuits = self._router.open_circuits()
+        if open_circuits:
+            # Calls to these models wait for their upstream rather than fail: say so first.
+            details.insert(0, f"circuit open (requests wait): {', '.join(open_circuits)}")
         detail = "; ".join(details)
         if self._settings.default_model in failing:
             return Health(HealthStatus.UNHEALTHY, detail)
-        if failing:
+        if failing or open_circuits:
             return Health(HealthStatus.DEGRADED, detail)
         return Health(HealthStatus.HEALTHY, detail)
 

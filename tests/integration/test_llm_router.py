@@ -10,10 +10,10 @@ import pytest
 from soma.config.settings import LLMSettings, ModelSettings
 from soma.llm.breaker import BreakerState
 from soma.llm.errors import (
-    AllModelsFailedError,
     ProviderRequestError,
     StreamInterruptedError,
     UnknownModelError,
+    UpstreamOutageError,
 )
 from soma.llm.factory import build_providers
 from soma.llm.metrics import LLMMetrics
@@ -51,6 +51,8 @@ def settings(upstream: ScriptedLLM) -> LLMSettings:
         retries=0,
         breaker_failures=2,
         breaker_reset_s=30,
+        retry_window_s=0,
+        probe_interval_s=60,
         models={
             "gpt": ModelSettings(
                 provider="openai", base_url=upstream.base_url, model="gpt", fallbacks=["backup"]
@@ -78,10 +80,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def router(
+async def router(
     settings: LLMSettings, providers: dict[str, ChatProvider], metrics: Metrics, clock: Clock
-) -> ModelRouter:
-    return ModelRouter(settings, LLMMetrics(metrics), providers, clock=clock)
+) -> AsyncIterator[ModelRouter]:
+    router = ModelRouter(settings, LLMMetrics(metrics), providers, clock=clock)
+    yield router
+    await router.aclose()
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -120,8 +124,13 @@ async def test_when_every_model_fails_the_error_names_each(
 ) -> None:
     upstream.script(HttpError(503, message="gpt down"), model="gpt")
     upstream.script(HttpError(500, message="backup down"), model="backup")
-    with pytest.raises(AllModelsFailedError, match=r"gpt down.*backup down"):
+    with pytest.raises(UpstreamOutageError, match=r"model 'gpt' did not answer") as caught:
         await router.complete(None, HELLO)
+    assert [name for name, _ in caught.value.failures] == ["gpt", "backup"]
+    assert "gpt down" in caught.value.failures[0][1]
+    assert "backup down" in caught.value.failures[1][1]
+    assert caught.value.reason == "server_error"
+    assert "127.0.0.1" not in str(caught.value)
 
 
 async def test_breaker_opens_then_half_open_trial_recovers(
