@@ -55,6 +55,13 @@ class RunStreams(Protocol):
 
     async def last_id(self, stream: str) -> int: ...
 
+    async def finish(self, stream: str) -> None:
+        """The stream's terminal entry is appended: keep it only `cache.stream_grace_s` more.
+
+        Call once, after that append. Appends that still follow never extend its life.
+        """
+        ...
+
     async def delete(self, stream: str) -> None: ...
 
 

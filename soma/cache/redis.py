@@ -63,7 +63,8 @@ return {allowed, math.floor(tokens), string.format('%.17g', retry)}
 
 # The counter and the XADD move together, so ids are strictly increasing even with many
 # appenders on many replicas. A lost counter (evicted) restarts from the stream. ARGV[4], when
-# not empty, is an explicit id chosen by the writer, which must exceed the last one.
+# not empty, is an explicit id chosen by the writer, which must exceed the last one. KEYS[3]
+# marks a finished stream: it keeps the end `finish` gave it, so a late append never revives it.
 _APPEND = """
 local id = tonumber(redis.call('GET', KEYS[2]) or '0')
 if id == 0 then
@@ -83,9 +84,28 @@ else
 end
 redis.call('SET', KEYS[2], id)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. string.format('%d', id), 'd', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+local left = redis.call('PTTL', KEYS[3])
+if left > 0 then
+  redis.call('PEXPIRE', KEYS[1], left)
+  redis.call('PEXPIRE', KEYS[2], left)
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
 return id
+"""
+
+# Shortens (never lengthens) the life of a finished stream to the grace, and marks it finished.
+_FINISH = """
+local grace = tonumber(ARGV[1])
+redis.call('SET', KEYS[3], '1', 'PX', grace)
+for i = 1, 2 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left == -1 or left > grace then
+    redis.call('PEXPIRE', KEYS[i], grace)
+  end
+end
+return 0
 """
 
 
@@ -172,28 +192,31 @@ class RedisRunStreams:
         prefix: str,
         maxlen: int,
         ttl_s: int,
+        grace_s: float = 30.0,
     ) -> None:
         if maxlen < 1 or ttl_s < 1:
             raise ValueError("stream maxlen and ttl_s must be >= 1")
+        check_ttl(grace_s)
         self._client = client
         self._blocking_pool = blocking_pool
         self._prefix = f"{prefix}st:"
         self._maxlen = maxlen
         self._ttl_s = ttl_s
+        self._grace_ms = max(1, math.ceil(grace_s * 1000))
         self._append = client.register_script(_APPEND)
+        self._finish = client.register_script(_FINISH)
 
-    def _keys(self, stream: str) -> tuple[str, str]:
-        # The hash tag keeps both keys in one slot, as a script touching both requires.
+    def _keys(self, stream: str) -> tuple[str, str, str]:
+        # The hash tag keeps the keys in one slot, as a script touching them all requires.
         key = f"{self._prefix}{{{stream}}}"
-        return key, f"{key}:seq"
+        return key, f"{key}:seq", f"{key}:fin"
 
     async def append(self, stream: str, data: bytes, entry_id: int | None = None) -> int:
         check_entry_id(entry_id)
-        key, seq = self._keys(stream)
         explicit = "" if entry_id is None else str(entry_id)
         try:
             new_id = await self._append(
-                keys=[key, seq], args=[data, self._maxlen, self._ttl_s, explicit]
+                keys=list(self._keys(stream)), args=[data, self._maxlen, self._ttl_s, explicit]
             )
         except ResponseError as exc:
             if "is not above the last id" in str(exc):
@@ -232,13 +255,16 @@ class RedisRunStreams:
         return _entries(reply)
 
     async def last_id(self, stream: str) -> int:
-        key, seq = self._keys(stream)
+        key, seq, _ = self._keys(stream)
         value = await self._client.get(seq)
         if value is not None:
             return int(value)
         last = await self._client.xrevrange(key, count=1)
         newest = last[0][0] if last else None
         return 0 if newest is None else _entry_id(newest)
+
+    async def finish(self, stream: str) -> None:
+        await self._finish(keys=list(self._keys(stream)), args=[self._grace_ms])
 
     async def delete(self, stream: str) -> None:
         await self._client.delete(*self._keys(stream))
@@ -254,6 +280,7 @@ class RedisCache:
         max_connections: int,
         stream_maxlen: int,
         stream_ttl_s: int,
+        stream_grace_s: float = 30.0,
         prefix: str = "soma:",
     ) -> None:
         self._client = Redis.from_pool(_pool(url, max_connections, blocking_reads=False))
@@ -261,7 +288,7 @@ class RedisCache:
         self.kv = RedisKeyValue(self._client, prefix)
         self.limiter = RedisRateLimiter(self._client, prefix)
         self.streams = RedisRunStreams(
-            self._client, self._blocking_pool, prefix, stream_maxlen, stream_ttl_s
+            self._client, self._blocking_pool, prefix, stream_maxlen, stream_ttl_s, stream_grace_s
         )
 
     async def ping(self) -> None:

@@ -7,8 +7,9 @@ from urllib.parse import SplitResult, urlsplit
 
 from redis.exceptions import RedisError
 
-from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter, MemoryRunStreams
-from soma.cache.metered import MeteredRateLimiter
+from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter
+from soma.cache.memory_streams import MemoryRunStreams
+from soma.cache.metered import MeteredRateLimiter, meter_streams
 from soma.cache.port import KeyValue, RateLimiter, RunStreams
 from soma.cache.redis import RedisCache
 from soma.config.settings import Settings
@@ -114,17 +115,20 @@ def create_cache(settings: Settings, metrics: Metrics) -> CacheService:
     url = cache.url.get_secret_value()
     parts = _parse(url)
     if parts.scheme == "memory":
-        return CacheService(
-            MemoryKeyValue(),
-            MemoryRateLimiter(),
-            MemoryRunStreams(cache.stream_maxlen, cache.stream_ttl_s),
-            metrics,
+        streams = MemoryRunStreams(
+            cache.stream_maxlen,
+            cache.stream_ttl_s,
+            grace_s=cache.stream_grace_s,
+            max_bytes=cache.stream_max_bytes,
         )
+        meter_streams(streams, metrics)
+        return CacheService(MemoryKeyValue(), MemoryRateLimiter(), streams, metrics)
     redis = RedisCache(
         url,
         max_connections=cache.max_connections,
         stream_maxlen=cache.stream_maxlen,
         stream_ttl_s=cache.stream_ttl_s,
+        stream_grace_s=cache.stream_grace_s,
     )
     return CacheService(
         redis.kv,

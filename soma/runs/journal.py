@@ -52,8 +52,16 @@ async def publish(streams: EventStreams, run_id: str, events: Iterable[RunEvent]
     `run_events`; a lost delta only costs liveness (`message.completed` has the full text).
     """
     key = stream_key(run_id)
+    terminal = False
     for event in events:
+        terminal = terminal or event.terminal
         try:
             await streams.append(key, event.encode(), event.id)
         except Exception as exc:
             _log.warning("stream append failed for run %s: %s", run_id, exc)
+    if terminal:
+        # The run is over and its milestones are durable: the stream need only outlive a grace.
+        try:
+            await streams.finish(key)
+        except Exception as exc:
+            _log.warning("stream finish failed for run %s: %s", run_id, exc)

@@ -23,6 +23,10 @@ class EventStreams(Protocol):
         self, stream: str, after_id: int, limit: int = 100, block_s: float = 0
     ) -> Sequence[StreamEntryLike]: ...
 
+    async def finish(self, stream: str) -> None:
+        """Call once after the terminal event is appended: the stream may go after a grace."""
+        ...
+
 
 class Flags(Protocol):
     async def get(self, key: str) -> bytes | None: ...

@@ -192,3 +192,23 @@ async def test_stream_explicit_ids_may_skip_but_never_go_back(cache: CacheServic
     assert [(e.id, e.data) for e in entries] == [(1_000_001, b"started"), (1_000_002, b"next")]
     assert [e.id for e in await streams.read("gaps", 1_000_001)] == [1_000_002]
     assert await streams.read("gaps", 0, limit=1) == [entries[0].__class__(1, b"queued")]
+
+
+async def test_a_finished_stream_lives_only_its_grace(cache_url: str) -> None:
+    settings = make_settings(cache_url, stream_ttl_s=60, stream_grace_s=0.5)
+    service = create_cache(settings, Metrics())
+    await service.start()
+    try:
+        streams = service.streams
+        await streams.append("done", b"delta", 1)
+        await streams.append("done", b"terminal", 2)
+        await streams.append("running", b"delta", 1)
+        await streams.finish("done")
+        assert [e.id for e in await streams.read("done", 0)] == [1, 2]
+        await streams.append("done", b"straggler", 3)  # must not give it the full TTL again
+        await asyncio.sleep(1.0)
+        assert await streams.read("done", 0) == []
+        assert await streams.last_id("done") == 0
+        assert [e.id for e in await streams.read("running", 0)] == [1]
+    finally:
+        await service.stop()

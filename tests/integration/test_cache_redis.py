@@ -178,3 +178,24 @@ async def test_unreachable_redis_fails_start_and_health() -> None:
     await service.stop()
     assert health.status is HealthStatus.UNHEALTHY
     assert "pw-not-shown" not in health.detail
+
+
+async def test_finish_shortens_every_key_of_the_stream_to_the_grace(clean_redis_url: str) -> None:
+    cache = RedisCache(clean_redis_url, max_connections=8, stream_maxlen=100,
+                       stream_ttl_s=3600, stream_grace_s=30)  # fmt: skip
+    raw = aredis.Redis.from_url(clean_redis_url)
+    try:
+        await cache.streams.append("t", b"x")
+        await cache.streams.finish("t")
+        keys = sorted(await raw.keys("soma:st:*"))
+        assert keys == [b"soma:st:{t}", b"soma:st:{t}:fin", b"soma:st:{t}:seq"]
+        for key in keys:
+            assert 0 < await raw.pttl(key) <= 30_000
+        await cache.streams.append("t", b"late")
+        for key in keys:
+            assert 0 < await raw.pttl(key) <= 30_000
+        await cache.streams.delete("t")
+        assert await raw.keys("soma:st:*") == []
+    finally:
+        await raw.aclose()
+        await cache.aclose()

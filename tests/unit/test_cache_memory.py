@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter, MemoryRunStreams
+from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter
+from soma.cache.memory_streams import MemoryRunStreams
 
 
 class ManualClock:
