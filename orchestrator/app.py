@@ -6,13 +6,16 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from soma.gateway.problems import PROBLEM_JSON, problem, status_title
+from soma.config.settings import HttpSettings
+from soma.gateway.docs import DOCS_URL, docs_router
+from soma.gateway.errors import install_problem_handlers
+from soma.gateway.middleware import EdgeMiddleware
+from soma.gateway.middleware.security import headers_for_docs
+from soma.gateway.problems import PROBLEM_JSON, problem
 from soma.observability.http_middleware import RequestContextMiddleware
 from soma.observability.metrics import Metrics
 
@@ -26,7 +29,9 @@ class HealthView(Protocol):
 
     def ready(self) -> bool: ...
 
-    async def report(self) -> dict[str, Any]: ...
+    async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
+        """Status of every service; `detail` only for credentials that may see it."""
+        ...
 
 
 @runtime_checkable
@@ -42,12 +47,23 @@ def create_app(
     tracer: Tracer,
     routers: Sequence[APIRouter] = (),
     access_log: bool = True,
+    http: HttpSettings | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="SomaAgent01", version="0.1.0", docs_url="/docs", redoc_url=None)
+    http = http or HttpSettings()
+    app = FastAPI(
+        title="SomaAgent01",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if http.docs else None,
+    )
 
     @app.get("/v1/health", tags=["health"])
-    async def health_report() -> JSONResponse:
-        body = await health.report()
+    async def health_report(request: Request) -> JSONResponse:
+        # No key: status only. An admin key of the platform tenant also gets each detail
+        # (addresses, versions, reasons); no 401 here, health stays open to probes.
+        client = request.client.host if request.client is not None else "unknown"
+        body = await health.report(_bearer(request), client)
         return JSONResponse(body, status_code=200 if body["status"] == "healthy" else 503)
 
     @app.get("/v1/health/live", tags=["health"])
@@ -65,25 +81,24 @@ def create_app(
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    if app.openapi_url is not None:
+        app.include_router(docs_router(app.title, app.openapi_url))
     for router in routers:
         app.include_router(router)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_problem(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = problem(exc.status_code, status_title(exc.status_code), str(exc.detail))
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_problem(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"]} for err in exc.errors()
-        ]
-        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
-        return problem(422, status_title(422), detail, errors=errors)
-
+    install_problem_handlers(app)
+    # Added last = outermost: the request context sees the edge's 413s and 500s too.
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=http.max_body_bytes,
+        path_headers={DOCS_URL: headers_for_docs()},
+    )
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, tracer=tracer, access_log=access_log
     )
     return app
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return (credentials.strip() or None) if scheme.lower() == "bearer" else None

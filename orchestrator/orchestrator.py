@@ -17,9 +17,11 @@ from fastapi import APIRouter
 from opentelemetry.trace import Tracer
 
 from orchestrator.app import RouteProvider, create_app
+from orchestrator.http_protocol import EdgeLimits, connection_budget, edge_protocol, raise_fd_limit
 from orchestrator.lifecycle import CriticalStartFailure, Lifecycle
 from orchestrator.registry import ServiceContext, ServiceRegistry, ServiceState
 from soma.config import Settings
+from soma.core.redact import redact_text
 from soma.observability.metrics import Metrics
 
 _log = logging.getLogger("soma.orchestrator")
@@ -81,24 +83,25 @@ class SomaOrchestrator:
         return True
 
     def ready(self) -> bool:
-        return (
-            self._started
-            and not self._draining
-            and self._lifecycle is not None
-            and self._lifecycle.critical_healthy()
-        )
+        """Exactly while the gateway accepts new work (`Lifecycle.accepting`): every service
+        started, no drain begun. Dependency health is `/v1/health`'s business."""
+        return self._lifecycle is not None and self._lifecycle.accepting()
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
         lifecycle = self._lifecycle
         services: dict[str, dict[str, Any]] = {}
         if lifecycle is not None:
             if self._started:
                 await lifecycle.probe()
+            detailed = credentials is not None and await lifecycle.admits_health_details(
+                credentials, client
+            )
             for state in lifecycle.states:
                 services[state.name] = {
                     "status": str(state.status),
                     "critical": state.definition.critical,
-                    "detail": state.detail,
+                    # Details name hosts and causes: platform admins only, never a secret.
+                    "detail": redact_text(state.detail) if detailed else "",
                 }
         healthy = self._started and lifecycle is not None and lifecycle.critical_healthy()
         if self._draining:
@@ -197,17 +200,21 @@ class SomaOrchestrator:
         for state in states:
             if isinstance(state.service, RouteProvider):
                 routers.extend(state.service.routers())
+        http = self.settings.http
         app = create_app(
-            self, self.metrics, self.tracer, routers, self.settings.observability.access_log
+            self, self.metrics, self.tracer, routers, self.settings.observability.access_log, http
         )
+        limits = EdgeLimits.of(http, connection_budget(http, raise_fd_limit()))
         config = uvicorn.Config(
             app,
             loop="none",
-            http="httptools",
+            http=edge_protocol(limits),
+            ws="none",
             lifespan="off",
             log_config=None,
             access_log=False,
             server_header=False,
+            timeout_keep_alive=http.keep_alive_s,
             timeout_graceful_shutdown=max(int(self.settings.shutdown_timeout / 2), 1),
         )
         return _Server(config)

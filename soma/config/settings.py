@@ -21,6 +21,22 @@ class _Section(BaseModel):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024)
+    """Largest request body on any route; larger ones get 413 before they are read."""
+    max_header_bytes: int = Field(default=32_768, ge=1_024)
+    """Request line plus headers; more gets 431 before they are buffered."""
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection must deliver a request's complete headers this soon (slow-loris bound)."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """And the complete body this soon after its headers."""
+    keep_alive_s: int = Field(default=5, ge=1, le=3_600)
+    max_connections: int = Field(default=4_096, ge=16)
+    """Open connections served in full; beyond, idle ones are closed to make room."""
+    health_headroom: int = Field(default=64, ge=1, le=10_000)
+    """Connections over `max_connections` that may still reach `/v1/health*` (probes)."""
+    docs: bool = True
+    """Serve `/docs` and `/openapi.json`."""
 
 
 class DatabaseSettings(_Section):

@@ -59,6 +59,9 @@ class RequestContextMiddleware:
                 span.set_status(Status(StatusCode.ERROR))
                 raise
             finally:
+                if status >= 500:
+                    # The gateway's error boundary answered in the app's stead.
+                    span.set_status(Status(StatusCode.ERROR))
                 route = _route_template(scope)
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.request.method", method)

@@ -126,4 +126,4 @@ async def test_messages_are_paginated_by_seq(gw: GatewayHarness) -> None:
     assert [m["content"] for m in seen] == ["m0", "m1", "m2", "m3", "m4"]
     assert [m["seq"] for m in seen] == [1, 2, 3, 4, 5]
     assert seen[1]["role"] == "assistant" and seen[0]["session_id"] == session_id
-    assert bad_cursor.status_code == 422
+    assert bad_cursor.status_code == 400

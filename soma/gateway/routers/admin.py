@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from soma.core.errors import ConflictError
 from soma.gateway.auth.deps import AdminCaller
-from soma.gateway.auth.issuer import issue_key, revoke_key
+from soma.gateway.auth.issuer import LastAdminKeyError, issue_key, revoke_key
 from soma.gateway.auth.principal import Principal
 from soma.gateway.context import GatewayContext
+from soma.gateway.json_route import JsonRoute
 from soma.gateway.pagination import Page, PageRequest, page_request
-from soma.gateway.problems import conflict, not_found
+from soma.gateway.problems import conflict, not_found, problem_responses
 from soma.gateway.schemas.admin import KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
 from soma.storage.repositories import ApiKey
 
@@ -27,7 +28,10 @@ TenantParam = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
 def admin_router(ctx: GatewayContext) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=JsonRoute)
+    missing = problem_responses([404])
+    # 409: the last active admin key of the platform tenant cannot be revoked.
+    revocable = problem_responses([404, 409])
 
     def platform_only(caller: Principal) -> None:
         if not ctx.tenancy.is_platform_tenant(caller.tenant_id):
@@ -55,12 +59,24 @@ def admin_router(ctx: GatewayContext) -> APIRouter:
 
     async def revoke(caller: Principal, key_id: str, tenant_id: str | None) -> ApiKey:
         tenant = await key_tenant(caller, key_id, tenant_id)
-        key = await revoke_key(ctx.database, ctx.verifier, tenant, key_id, actor=caller.actor)
+        try:
+            key = await revoke_key(
+                ctx.database,
+                ctx.verifier,
+                tenant,
+                key_id,
+                actor=caller.actor,
+                keep_admin_of=ctx.tenancy.default_tenant_id,
+            )
+        except LastAdminKeyError as exc:
+            raise conflict(str(exc)) from None
         if key is None:
             raise not_found("api key", key_id)
         return key
 
-    @router.post("/tenants", status_code=201, response_model=TenantOut)
+    @router.post(
+        "/tenants", status_code=201, response_model=TenantOut, responses=problem_responses([409])
+    )
     async def create_tenant(caller: Admin, body: TenantCreate) -> TenantOut:
         platform_only(caller)
         try:
@@ -75,9 +91,9 @@ def admin_router(ctx: GatewayContext) -> APIRouter:
         platform_only(caller)
         async with ctx.database.read() as uow:
             tenants, next_cursor = await uow.tenants.list(page.limit, page.cursor)
-        return Page(items=[TenantOut.of(t) for t in tenants], next_cursor=next_cursor)
+        return page.page([TenantOut.of(t) for t in tenants], next_cursor)
 
-    @router.post("/keys", status_code=201, response_model=KeyCreated)
+    @router.post("/keys", status_code=201, response_model=KeyCreated, responses=missing)
     async def create_key(caller: Admin, body: KeyCreate) -> KeyCreated:
         tenant = await target_tenant(caller, body.tenant_id)
         async with ctx.database.transaction() as uow:
@@ -86,19 +102,19 @@ def admin_router(ctx: GatewayContext) -> APIRouter:
             )
         return KeyCreated.issued(issued.key, issued.plaintext)
 
-    @router.get("/keys", response_model=Page[KeyOut])
+    @router.get("/keys", response_model=Page[KeyOut], responses=missing)
     async def list_keys(caller: Admin, page: Paging, tenant_id: TenantParam = None) -> Page[KeyOut]:
         tenant = await target_tenant(caller, tenant_id)
         async with ctx.database.read() as uow:
             keys, next_cursor = await uow.api_keys.list(tenant, page.limit, page.cursor)
-        return Page(items=[KeyOut.of(k) for k in keys], next_cursor=next_cursor)
+        return page.page([KeyOut.of(k) for k in keys], next_cursor)
 
-    @router.delete("/keys/{key_id}", status_code=204)
+    @router.delete("/keys/{key_id}", status_code=204, responses=revocable)
     async def delete_key(caller: Admin, key_id: str, tenant_id: TenantParam = None) -> Response:
         await revoke(caller, key_id, tenant_id)
         return Response(status_code=204)
 
-    @router.post("/keys/{key_id}/revoke", response_model=KeyOut)
+    @router.post("/keys/{key_id}/revoke", response_model=KeyOut, responses=revocable)
     async def revoke_key_route(caller: Admin, key_id: str, tenant_id: TenantParam = None) -> KeyOut:
         return KeyOut.of(await revoke(caller, key_id, tenant_id))
 

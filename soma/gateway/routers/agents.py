@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Response
 from soma.core.errors import ConflictError
 from soma.gateway.auth.deps import ChatCaller
 from soma.gateway.context import GatewayContext
+from soma.gateway.json_route import JsonRoute
 from soma.gateway.lookup import find_agent
 from soma.gateway.pagination import Page, PageRequest, page_request
-from soma.gateway.problems import conflict, not_found, unprocessable
+from soma.gateway.problems import conflict, not_found, problem_responses, unprocessable
 from soma.gateway.schemas.agents import AgentCreate, AgentOut, AgentUpdate
 from soma.gateway.tenancy import ASSISTANT
 from soma.storage.repositories import AgentSettings
@@ -22,7 +23,10 @@ Paging = Annotated[PageRequest, Depends(page_request)]
 
 
 def agents_router(ctx: GatewayContext) -> APIRouter:
-    router = APIRouter(prefix="/v1/agents", tags=["agents"])
+    router = APIRouter(prefix="/v1/agents", tags=["agents"], route_class=JsonRoute)
+    missing = problem_responses([404])
+    clash = problem_responses([409])
+    both = problem_responses([404, 409])
 
     def model_of(name: str | None) -> str:
         if name is None:
@@ -39,9 +43,9 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
             await ctx.tenancy.ensure_assistant(caller.tenant_id)
         async with ctx.database.read() as uow:
             agents, next_cursor = await uow.agents.list(caller.tenant_id, page.limit, page.cursor)
-        return Page(items=[AgentOut.of(a) for a in agents], next_cursor=next_cursor)
+        return page.page([AgentOut.of(a) for a in agents], next_cursor)
 
-    @router.post("", status_code=201, response_model=AgentOut)
+    @router.post("", status_code=201, response_model=AgentOut, responses=clash)
     async def create_agent(caller: Caller, body: AgentCreate) -> AgentOut:
         model = model_of(body.model)
         settings = AgentSettings(
@@ -65,7 +69,7 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
             raise conflict(str(exc)) from None
         return AgentOut.of(agent)
 
-    @router.get("/{agent_id}", response_model=AgentOut)
+    @router.get("/{agent_id}", response_model=AgentOut, responses=missing)
     async def get_agent(caller: Caller, agent_id: str) -> AgentOut:
         async with ctx.database.read() as uow:
             agent = await find_agent(uow, caller.tenant_id, agent_id)
@@ -73,9 +77,12 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
             raise not_found("agent", agent_id)
         return AgentOut.of(agent)
 
-    @router.patch("/{agent_id}", response_model=AgentOut)
+    @router.patch("/{agent_id}", response_model=AgentOut, responses=both)
     async def update_agent(caller: Caller, agent_id: str, body: AgentUpdate) -> AgentOut:
-        model = model_of(body.model) if body.model is not None else None
+        if body.resets_model:
+            model: str | None = ctx.settings.llm.default_model
+        else:
+            model = model_of(body.model) if body.model is not None else None
         try:
             async with ctx.database.transaction() as uow:
                 agent = await find_agent(uow, caller.tenant_id, agent_id)
@@ -107,7 +114,7 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
             raise not_found("agent", agent_id)
         return AgentOut.of(updated)
 
-    @router.delete("/{agent_id}", status_code=204)
+    @router.delete("/{agent_id}", status_code=204, responses=both)
     async def delete_agent(caller: Caller, agent_id: str) -> Response:
         async with ctx.database.transaction() as uow:
             agent = await find_agent(uow, caller.tenant_id, agent_id)

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from soma.gateway.schemas.common import Metadata, Name, RequestBody, ResponseBody
+from soma.gateway.schemas.common import Metadata, Name, RequestBody, ResponseBody, StoredMetadata
 from soma.storage.repositories import Agent
 
 MaxSteps = Annotated[int, Field(ge=1, le=50)]
@@ -47,17 +48,18 @@ class AgentCreate(RequestBody):
 
 
 class AgentUpdate(RequestBody):
-    """Only the fields present change; none of them may be null."""
+    """Only the fields present change. `model: null` means `llm.default_model`; no other
+    field may be null (the schema says so: their `None` default only means "absent")."""
 
-    name: Name | None = None
-    instructions: Instructions | None = None
+    name: Name | SkipJsonSchema[None] = None
+    instructions: Instructions | SkipJsonSchema[None] = None
     model: ModelName | None = None
-    max_steps: MaxSteps | None = None
-    run_timeout_s: RunTimeout | None = None
-    concurrency: Concurrency | None = None
-    metadata: Metadata | None = None
-    tools: Tools | None = None
-    memory: bool | None = None
+    max_steps: MaxSteps | SkipJsonSchema[None] = None
+    run_timeout_s: RunTimeout | SkipJsonSchema[None] = None
+    concurrency: Concurrency | SkipJsonSchema[None] = None
+    metadata: Metadata | SkipJsonSchema[None] = None
+    tools: Tools | SkipJsonSchema[None] = None
+    memory: bool | SkipJsonSchema[None] = None
 
     @field_validator("tools")
     @classmethod
@@ -66,10 +68,18 @@ class AgentUpdate(RequestBody):
 
     @model_validator(mode="after")
     def _no_nulls(self) -> AgentUpdate:
-        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        nullable = {"model"}
+        nulls = sorted(
+            name for name in self.model_fields_set - nullable if getattr(self, name) is None
+        )
         if nulls:
             raise ValueError(f"fields may not be null: {', '.join(nulls)}")
         return self
+
+    @property
+    def resets_model(self) -> bool:
+        """`model: null` was sent: the agent follows `llm.default_model` again."""
+        return "model" in self.model_fields_set and self.model is None
 
 
 class AgentOut(ResponseBody):
@@ -80,7 +90,7 @@ class AgentOut(ResponseBody):
     max_steps: int
     run_timeout_s: float
     concurrency: Concurrency
-    metadata: Metadata
+    metadata: StoredMetadata
     tools: list[str]
     memory: bool
     created_at: datetime

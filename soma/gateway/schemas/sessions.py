@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from soma.gateway.schemas.common import Metadata, RequestBody, ResponseBody
+from soma.gateway.schemas.common import Metadata, RequestBody, ResponseBody, StoredMetadata
 from soma.storage.repositories import Message, Session
 
 
@@ -22,7 +22,7 @@ class SessionOut(ResponseBody):
     id: str
     agent_id: str
     title: str | None
-    metadata: Metadata
+    metadata: StoredMetadata
     created_at: datetime
 
     @classmethod
@@ -44,7 +44,7 @@ class MessageOut(ResponseBody):
     content: str
     tool_calls: list[dict[str, Any]] | None
     tool_call_id: str | None
-    metadata: Metadata
+    metadata: StoredMetadata
     seq: int
     created_at: datetime
 
