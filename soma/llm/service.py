@@ -104,9 +104,9 @@ class LLMService:
             # Calls to these models wait for their upstream rather than fail: say so first.
             details.insert(0, f"circuit open (requests wait): {', '.join(open_circuits)}")
         detail = "; ".join(details)
-        if self._settings.default_model in failing:
-            return Health(HealthStatus.UNHEALTHY, detail)
         if failing or open_circuits:
+            # An unreachable upstream degrades the service but loses nothing: requests wait for
+            # it (`llm.retry_window_s`), so accepting work can go on.
             return Health(HealthStatus.DEGRADED, detail)
         return Health(HealthStatus.HEALTHY, detail)
 
