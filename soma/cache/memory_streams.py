@@ -131,7 +131,7 @@ class MemoryRunStreams:
         if waiters is not None:
             waiters.event.set()
         if self._sweeper.due():
-            self._sweep()
+            self.sweep()
         if self._bytes > self._max_bytes:
             self._evict(keep=stream)
         return state.last_id
@@ -141,7 +141,8 @@ class MemoryRunStreams:
         state.size -= _cost(dropped)
         self._bytes -= _cost(dropped)
 
-    def _sweep(self) -> None:
+    def sweep(self) -> None:
+        """Drop every expired stream (appends do it at most once a second by themselves)."""
         now = self._clock()
         for name in [n for n, s in self._streams.items() if s.expires_at <= now]:
             self._drop(name, "expired")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from urllib.parse import SplitResult, urlsplit
 
 from redis.exceptions import RedisError
@@ -18,6 +19,7 @@ from soma.core.service import Health
 from soma.observability.metrics import Metrics
 
 _PING_TIMEOUT_S = 3.0
+_SWEEP_INTERVAL_S = 1.0
 _REDIS_SCHEMES = ("redis", "rediss")
 
 
@@ -65,6 +67,7 @@ class CacheService:
         redis: RedisCache | None = None,
         address: str = "",
         secret: str | None = None,
+        sweep: Callable[[], None] | None = None,
     ) -> None:
         self.kv = kv
         self.limiter: RateLimiter = MeteredRateLimiter(limiter, metrics)
@@ -72,6 +75,8 @@ class CacheService:
         self._redis = redis
         self._address = address
         self._secret = secret
+        self._sweep = sweep
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -90,13 +95,26 @@ class CacheService:
         return None
 
     async def start(self) -> None:
+        if self._sweep is not None and self._sweeper is None:
+            sweeping = self._sweep_forever(self._sweep)
+            self._sweeper = asyncio.create_task(sweeping, name="cache-sweep")
         if self._redis is None:
             return
         reason = await self._ping(self._redis)
         if reason is not None:
             raise StartupError(f"cache: cannot reach redis at {self._address}: {reason}")
 
+    async def _sweep_forever(self, sweep: Callable[[], None]) -> None:
+        """Expire in-process entries when nothing writes, so an idle replica frees them too."""
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            sweep()
+
     async def stop(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -122,7 +140,9 @@ def create_cache(settings: Settings, metrics: Metrics) -> CacheService:
             max_bytes=cache.stream_max_bytes,
         )
         meter_streams(streams, metrics)
-        return CacheService(MemoryKeyValue(), MemoryRateLimiter(), streams, metrics)
+        return CacheService(
+            MemoryKeyValue(), MemoryRateLimiter(), streams, metrics, sweep=streams.sweep
+        )
     redis = RedisCache(
         url,
         max_connections=cache.max_connections,

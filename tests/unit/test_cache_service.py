@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from soma.cache import CacheService, create_cache, describe
@@ -60,3 +62,24 @@ def test_describe_redacts_passwords(url: str, shown: str) -> None:
 def test_redis_backend_is_constructed_without_connecting() -> None:
     service = create_cache(settings("redis://127.0.0.1:1/0"), Metrics())
     assert service.name == "cache"
+
+
+async def test_an_idle_memory_cache_still_frees_finished_streams() -> None:
+    metrics = Metrics()
+    cache = Settings.model_validate({"cache": {"stream_grace_s": 0.2}})
+    service = create_cache(cache, metrics)
+    await service.start()
+    try:
+        await service.streams.append("run", b"terminal")
+        await service.streams.finish("run")
+        sample = metrics.registry.get_sample_value
+        assert sample("soma_cache_streams", {}) == 1
+        assert (sample("soma_cache_stream_bytes", {}) or 0) > len(b"terminal")
+        # Nothing writes from here on: only the service's own sweep can free the stream.
+        async with asyncio.timeout(30):
+            while sample("soma_cache_streams", {}) != 0:
+                await asyncio.sleep(0.05)
+        assert sample("soma_cache_stream_bytes", {}) == 0
+        assert sample("soma_cache_stream_evictions_total", {"reason": "expired"}) == 1
+    finally:
+        await service.stop()
