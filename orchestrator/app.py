@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -29,7 +29,9 @@ class HealthView(Protocol):
 
     def ready(self) -> bool: ...
 
-    async def report(self) -> dict[str, Any]: ...
+    async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
+        """Status of every service; `detail` only for credentials that may see it."""
+        ...
 
 
 @runtime_checkable
@@ -57,8 +59,11 @@ def create_app(
     )
 
     @app.get("/v1/health", tags=["health"])
-    async def health_report() -> JSONResponse:
-        body = await health.report()
+    async def health_report(request: Request) -> JSONResponse:
+        # No key: status only. An admin key of the platform tenant also gets each detail
+        # (addresses, versions, reasons); no 401 here, health stays open to probes.
+        client = request.client.host if request.client is not None else "unknown"
+        body = await health.report(_bearer(request), client)
         return JSONResponse(body, status_code=200 if body["status"] == "healthy" else 503)
 
     @app.get("/v1/health/live", tags=["health"])
@@ -92,3 +97,8 @@ def create_app(
         RequestContextMiddleware, metrics=metrics, tracer=tracer, access_log=access_log
     )
     return app
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return (credentials.strip() or None) if scheme.lower() == "bearer" else None

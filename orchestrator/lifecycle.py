@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.registry import ServiceState
 from soma.core import Drainable, Health, HealthStatus
@@ -23,6 +23,20 @@ class CriticalStartFailure(Exception):
     """A critical service failed to start; the message is the one-line reason."""
 
 
+@runtime_checkable
+class Admitting(Protocol):
+    """A service that takes new work (the gateway): it accepts only while the plan is ready."""
+
+    def admit_when(self, ready: Callable[[], bool]) -> None: ...
+
+
+@runtime_checkable
+class HealthDetailsGate(Protocol):
+    """A service that can tell whether a bearer credential may see health details."""
+
+    async def admits_health_details(self, credentials: str, client: str) -> bool: ...
+
+
 class Lifecycle:
     """Owns the per-service state of a started plan; the orchestrator drives it."""
 
@@ -33,9 +47,34 @@ class Lifecycle:
         self.metrics = metrics
         self.stop_timeout_s = stop_timeout_s
         self._retries: dict[str, asyncio.Task[None]] = {}
+        self._started = False
+        self._draining = False
+
+    def accepting(self) -> bool:
+        """Every service started and no drain begun: readiness, and what the gateway admits by.
+
+        One predicate for both, so `/v1/health/ready` is 200 exactly while new work is taken.
+        """
+        return self._started and not self._draining
+
+    async def admits_health_details(self, credentials: str, client: str) -> bool:
+        """Whether a started gate service accepts `credentials` for health details."""
+        for state in self.states:
+            service = state.service
+            if isinstance(service, HealthDetailsGate) and state.status == HealthStatus.HEALTHY:
+                try:
+                    return await asyncio.wait_for(
+                        service.admits_health_details(credentials, client), HEALTH_TIMEOUT_S
+                    )
+                except TimeoutError:
+                    return False
+        return False
 
     async def start_all(self) -> None:
         """Start in order; raise `CriticalStartFailure` after stopping what already started."""
+        for state in self.states:
+            if isinstance(state.service, Admitting):
+                state.service.admit_when(self.accepting)
         for state in self.states:
             try:
                 await self._start_one(state)
@@ -55,6 +94,7 @@ class Lifecycle:
                 self._set_up(state, False)
                 _log.warning("service %s degraded, retrying in background: %s", state.name, reason)
                 self._retries[state.name] = asyncio.create_task(self._retry(state))
+        self._started = True
 
     async def _start_one(self, state: ServiceState) -> None:
         assert state.service is not None
@@ -88,6 +128,7 @@ class Lifecycle:
     async def drain_all(self, deadline: float) -> None:
         """Let services finish or hand back in-flight work, all at once: the gateway must
         refuse new work while the workers are still finishing theirs."""
+        self._draining = True
         drains: list[Coroutine[Any, Any, bool]] = []
         for state in reversed(self.states):
             service = state.service
@@ -98,6 +139,7 @@ class Lifecycle:
 
     async def stop_all(self, deadline: float) -> bool:
         """Stop started services in reverse order; False if any stop failed or ran out of time."""
+        self._draining = True
         for task in self._retries.values():
             task.cancel()
         clean = True

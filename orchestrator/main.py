@@ -18,9 +18,13 @@ from orchestrator.orchestrator import SomaOrchestrator, build_plan
 from orchestrator.registry import RegistryError
 from soma.config import ConfigError, LoadedSettings, load_settings, render
 from soma.config.settings import Settings
+from soma.core.errors import SomaError
+from soma.gateway.auth.reset import reset_admin_key
+from soma.gateway.tenancy import Tenancy
 from soma.observability.logging import configure_logging
 from soma.observability.metrics import Metrics
 from soma.observability.tracing import create_tracer_provider
+from soma.storage import DatabaseService
 
 EXIT_CONFIG = 2
 
@@ -34,6 +38,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     mode.add_argument("--dry-run", action="store_true", help="validate and print the plan")
     mode.add_argument("--check-config", action="store_true", help="validate the configuration")
     mode.add_argument("--print-config", action="store_true", help="print the effective config")
+    mode.add_argument(
+        "--reset-admin-key",
+        action="store_true",
+        help="offline recovery: migrate if needed, issue a new admin key of the default tenant, "
+        "write it to auth.bootstrap_key_file and exit",
+    )
     parser.add_argument("--config", type=Path, help="TOML config file (default ./soma.toml)")
     parser.add_argument("--host", dest="http.host", help="listen address")
     parser.add_argument("--port", dest="http.port", help="listen port")
@@ -46,7 +56,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def flags_of(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"dry_run", "check_config", "print_config", "config"}
+    skip = {"dry_run", "check_config", "print_config", "reset_admin_key", "config"}
     return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
 
 
@@ -68,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(dry_run(loaded))
     settings = loaded.settings
     configure_logging(settings.observability.log_format, settings.observability.log_level)
+    if args.reset_admin_key:
+        code = asyncio.run(reset_admin(settings))
+        logging.shutdown()
+        return code
     provider = create_tracer_provider(settings.observability.otlp_endpoint)
     trace.set_tracer_provider(provider)
     try:
@@ -91,6 +105,24 @@ async def _run_checked(orchestrator: SomaOrchestrator, settings: Settings) -> in
     except RegistryError as exc:
         logging.getLogger("soma.orchestrator").error("invalid service selection: %s", exc)
         return EXIT_CONFIG
+
+
+async def reset_admin(settings: Settings) -> int:
+    """`--reset-admin-key`: the database's own migrations, then a new key in the key file."""
+    log = logging.getLogger("soma.orchestrator")
+    database = DatabaseService(settings, Metrics())
+    try:
+        await database.start()
+        tenancy = Tenancy(database.database, settings.llm.default_model)
+        await reset_admin_key(database.database, tenancy, settings.bootstrap_key_file)
+    except Exception as exc:
+        # One line for the operator; SomaError messages are already written for them.
+        reason = str(exc) if isinstance(exc, SomaError) else f"{type(exc).__name__}: {exc}"
+        log.error("reset-admin-key failed: %s", reason)
+        return 1
+    finally:
+        await database.stop()
+    return 0
 
 
 async def dry_run(loaded: LoadedSettings) -> int:

@@ -72,6 +72,7 @@ def _gateway(ctx: ServiceContext) -> Service:
         ctx.metrics,
         database,
         cache.kv,
+        cache.limiter,
         extra_routers=(chat_router(runs), runs_router(runs)),
         closing=runs.closing,
     )

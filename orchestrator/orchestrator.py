@@ -21,6 +21,7 @@ from orchestrator.http_protocol import EdgeLimits, connection_budget, edge_proto
 from orchestrator.lifecycle import CriticalStartFailure, Lifecycle
 from orchestrator.registry import ServiceContext, ServiceRegistry, ServiceState
 from soma.config import Settings
+from soma.core.redact import redact_text
 from soma.observability.metrics import Metrics
 
 _log = logging.getLogger("soma.orchestrator")
@@ -82,24 +83,25 @@ class SomaOrchestrator:
         return True
 
     def ready(self) -> bool:
-        return (
-            self._started
-            and not self._draining
-            and self._lifecycle is not None
-            and self._lifecycle.critical_healthy()
-        )
+        """Exactly while the gateway accepts new work (`Lifecycle.accepting`): every service
+        started, no drain begun. Dependency health is `/v1/health`'s business."""
+        return self._lifecycle is not None and self._lifecycle.accepting()
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
         lifecycle = self._lifecycle
         services: dict[str, dict[str, Any]] = {}
         if lifecycle is not None:
             if self._started:
                 await lifecycle.probe()
+            detailed = credentials is not None and await lifecycle.admits_health_details(
+                credentials, client
+            )
             for state in lifecycle.states:
                 services[state.name] = {
                     "status": str(state.status),
                     "critical": state.definition.critical,
-                    "detail": state.detail,
+                    # Details name hosts and causes: platform admins only, never a secret.
+                    "detail": redact_text(state.detail) if detailed else "",
                 }
         healthy = self._started and lifecycle is not None and lifecycle.critical_healthy()
         if self._draining:

@@ -165,6 +165,15 @@ class AuthSettings(_Section):
     bootstrap_key_file: Path | None = None
     """`None` means `<data_dir>/admin.key`."""
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    negative_cache_ttl_s: float = Field(default=10.0, ge=0)
+    """How long an unknown key prefix is remembered as unknown (shared cache; 0 disables)."""
+    local_cache_ttl_s: float = Field(default=0.5, ge=0, le=5)
+    """In-process cache in front of the shared one; a revocation reaches other replicas after
+    at most this long (the revoking replica drops its own entry at once). 0 disables."""
+    local_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    failed_auth_rate_per_s: float = Field(default=10.0, gt=0)
+    """Failed authentications per client address and second, on average, before 429."""
+    failed_auth_burst: int = Field(default=100, ge=1, le=1_000_000)
 
 
 class ObservabilitySettings(_Section):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from sqlalchemy.exc import DBAPIError
 
 from soma.config import Settings
@@ -14,11 +14,13 @@ from soma.core import Health, HealthStatus
 from soma.core.errors import StartupError
 from soma.gateway.auth.bootstrap import bootstrap
 from soma.gateway.auth.deps import Authenticator
+from soma.gateway.auth.guard import FailedAuthGuard
+from soma.gateway.auth.keys import Scope
 from soma.gateway.auth.verifier import KeyVerifier
 from soma.gateway.context import GatewayContext
 from soma.gateway.metrics import GatewayMetrics
+from soma.gateway.ports import KeyValue, RateLimiter
 from soma.gateway.problems import problem_responses
-from soma.gateway.ports import KeyValue
 from soma.gateway.routers.admin import admin_router
 from soma.gateway.routers.agents import agents_router
 from soma.gateway.routers.sessions import sessions_router
@@ -43,6 +45,7 @@ invalid, not started or draining. Routes document their own 404/409 on top."""
 RouterFactory = Callable[[GatewayContext], APIRouter]
 ROUTERS: tuple[RouterFactory, ...] = (admin_router, agents_router, sessions_router)
 """Every router of the gateway; all are mounted behind the same Authenticator."""
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class GatewayService:
@@ -59,6 +62,7 @@ class GatewayService:
         metrics: Metrics,
         database: Database,
         kv: KeyValue,
+        limiter: RateLimiter,
         router_factories: Sequence[RouterFactory] = ROUTERS,
         extra_routers: Sequence[APIRouter] = (),
         closing: asyncio.Event | None = None,
@@ -69,12 +73,16 @@ class GatewayService:
         self._extra_routers = tuple(extra_routers)
         gateway_metrics = GatewayMetrics(metrics)
         self.tenancy = Tenancy(database, settings.llm.default_model)
-        self.verifier = KeyVerifier(database, kv, settings.auth.key_cache_ttl_s, gateway_metrics)
-        self.authenticator = Authenticator(self.verifier, gateway_metrics)
+        self.verifier = KeyVerifier(database, kv, settings.auth, gateway_metrics)
+        guard = FailedAuthGuard(
+            limiter, settings.auth.failed_auth_rate_per_s, settings.auth.failed_auth_burst
+        )
+        self.authenticator = Authenticator(self.verifier, guard, gateway_metrics)
         self.context = GatewayContext(settings, database, self.tenancy, self.verifier)
         self._status = HealthStatus.STOPPED
         self.closing = closing or asyncio.Event()
         """Set on drain: routes that accept new work answer 503 and open streams end."""
+        self._admitting: Callable[[], bool] | None = None
 
     @property
     def name(self) -> str:
@@ -117,6 +125,35 @@ class GatewayService:
     async def health(self) -> Health:
         return Health(self._status, _DETAIL[self._status])
 
-    async def _available(self) -> None:
+    def admit_when(self, ready: Callable[[], bool]) -> None:
+        """Accept new work (any request but GET/HEAD/OPTIONS) only while `ready()` holds: the
+        orchestrator binds its readiness here, so `/v1/health/ready` and accepting agree."""
+        self._admitting = ready
+
+    async def admits_health_details(self, credentials: str, client: str) -> bool:
+        """True when `credentials` is an admin key of the platform tenant (fails closed)."""
+        if self._status != HealthStatus.HEALTHY:
+            return False
+        try:
+            outcome = await self.authenticator.authenticate(credentials, client)
+        except Exception:
+            _log.exception("API key verification for the health details failed")
+            return False
+        principal = outcome.principal
+        return (
+            principal is not None
+            and principal.has(Scope.ADMIN)
+            and self.tenancy.is_platform_tenant(principal.tenant_id)
+        )
+
+    async def _available(self, request: Request) -> None:
         if self._status != HealthStatus.HEALTHY:
             raise HTTPException(503, "the gateway is not started", headers={"Retry-After": "1"})
+        admitting = self._admitting
+        if request.method not in _SAFE_METHODS and admitting is not None and not admitting():
+            wait = "5" if self.closing.is_set() else "1"
+            raise HTTPException(
+                503,
+                "the platform is not ready (starting or shutting down); retry shortly",
+                headers={"Retry-After": wait},
+            )

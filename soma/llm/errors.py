@@ -71,3 +71,22 @@ class UpstreamOutageError(ProviderUnavailableError):
         self.failures = list(failures)
         self.window_s = window_s
         self.reason = reason
+
+
+def public_error(exc: BaseException) -> str:
+    """What a tenant may read about a failed model call: the kind of failure, never an address,
+    a host or an upstream's own words (those stay in the operator's log)."""
+    if isinstance(exc, ProviderRequestError):
+        status = f" (HTTP {exc.status})" if exc.status is not None else ""
+        return f"the model upstream rejected the request{status}"
+    if isinstance(exc, StreamInterruptedError):
+        return "the model upstream stopped answering in the middle of the reply"
+    if isinstance(exc, ProviderTimeoutError):
+        return "the model upstream is unavailable: it did not answer in time"
+    if isinstance(exc, ProviderUnavailableError):
+        return "the model upstream is unavailable"
+    if isinstance(exc, UnknownModelError):
+        return f"the agent's model {exc.name!r} is not configured"
+    if isinstance(exc, LLMError):
+        return "the model could not answer"
+    return "the run failed because of an internal error"

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
+from soma.core.redact import redact_text, redact_url
 from soma.llm.accumulate import collect
 from soma.llm.errors import (
     ProviderRequestError,
@@ -59,6 +60,8 @@ class OpenAIProvider:
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
+        self.where = redact_url(self.base_url)
+        """The base URL as messages, logs and health show it: without credentials."""
         self.model = model
         self.timeout_s = timeout_s
         self._retry = retry or RetryPolicy(retries=2)
@@ -76,10 +79,10 @@ class OpenAIProvider:
         self._models_url = f"{self.base_url}/models"
 
     def __repr__(self) -> str:
-        return f"OpenAIProvider({self.name!r}, {self.base_url!r}, model={self.model!r})"
+        return f"OpenAIProvider({self.name!r}, {self.where!r}, model={self.model!r})"
 
     def describe(self) -> str:
-        return f"openai {self.base_url} model={self.model}"
+        return f"openai {self.where} model={self.model}"
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         return await collect(self.stream(request), self.name, self.kind)
@@ -108,7 +111,7 @@ class OpenAIProvider:
                     "llm upstream failed, retrying",
                     extra={
                         "model": self.name,
-                        "base_url": self.base_url,
+                        "base_url": self.where,
                         "attempt": attempt,
                         "error": str(failure.error),
                         "retry_in_s": round(delay, 3),
@@ -142,18 +145,18 @@ class OpenAIProvider:
                     yield chunk
         except httpx.TimeoutException as exc:
             error: ProviderUnavailableError = ProviderTimeoutError(
-                f"{self.name}: no answer from {self.base_url} within {self.timeout_s:g}s"
+                f"{self.name}: no answer from {self.where} within {self.timeout_s:g}s"
                 f" ({type(exc).__name__})"
             )
             raise self._after(delivered, error) from exc
         except httpx.TransportError as exc:
             error = ProviderUnavailableError(
-                f"{self.name}: {self.base_url} unreachable: {type(exc).__name__}: {exc}"
+                f"{self.name}: {self.where} unreachable: {type(exc).__name__}: {_safe(exc)}"
             )
             raise self._after(delivered, error) from exc
         except httpx.RequestError as exc:
             error = ProviderUnavailableError(
-                f"{self.name}: request to {self.base_url} failed: {type(exc).__name__}: {exc}"
+                f"{self.name}: request to {self.where} failed: {type(exc).__name__}: {_safe(exc)}"
             )
             raise self._after(delivered, error) from exc
         if not finished:
@@ -188,7 +191,7 @@ class OpenAIProvider:
             detail = error_message(orjson.loads(raw)) or raw.decode(errors="replace")
         except orjson.JSONDecodeError:
             detail = raw.decode(errors="replace")
-        text = f"{self.name}: HTTP {status} from {self.base_url}: {detail[:_ERROR_BODY_CHARS]}"
+        text = f"{self.name}: HTTP {status} from {self.where}: {detail[:_ERROR_BODY_CHARS]}"
         if status in _RETRYABLE_STATUS or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             error = ProviderUnavailableError(text, status=status, retry_after_s=retry_after)
@@ -201,14 +204,19 @@ class OpenAIProvider:
             response = await self._client.get(self._models_url, timeout=_HEALTH_TIMEOUT_S)
         except httpx.HTTPError as exc:
             raise ProviderUnavailableError(
-                f"{self.base_url} unreachable: {type(exc).__name__}: {exc}"
+                f"{self.where} unreachable: {type(exc).__name__}: {_safe(exc)}"
             ) from exc
         if not response.is_success:
             raise ProviderUnavailableError(
-                f"GET {self._models_url} answered {response.status_code}",
+                f"GET {redact_url(self._models_url)} answered {response.status_code}",
                 status=response.status_code,
             )
-        return f"reachable ({self.base_url}, model {self.model})"
+        return f"reachable ({self.where}, model {self.model})"
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _safe(exc: BaseException) -> str:
+    # httpx puts the request URL (with any credentials in it) into some of its messages.
+    return redact_text(str(exc))

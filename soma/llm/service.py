@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Callable
 
 from soma.config.settings import LLMSettings, Settings
 from soma.core.errors import StartupError
+from soma.core.redact import redact_url
 from soma.core.service import Health, HealthStatus
 from soma.llm.breaker import BreakerState
 from soma.llm.errors import LLMError
@@ -72,7 +73,7 @@ class LLMService:
         results = await asyncio.gather(*(p.check() for _, p in remote), return_exceptions=True)
         for (name, provider), result in zip(remote, results, strict=True):
             if isinstance(result, LLMError):
-                raise LLMError(f"model {name!r} at {provider.base_url}: {result}")
+                raise LLMError(f"model {name!r} at {provider.where}: {result}")
             if isinstance(result, BaseException):
                 raise result
 
@@ -132,7 +133,7 @@ def describe(settings: Settings) -> str:
     for name in names:
         model = llm.models[name]
         if model.provider == "openai":
-            target = f"openai {model.base_url} model={model.model or name}"
+            target = f"openai {redact_url(model.base_url or '')} model={model.model or name}"
         elif model.path is not None:
             target = f"local {model.path}"
         else:

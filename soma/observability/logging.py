@@ -11,6 +11,8 @@ from typing import Any, TextIO
 import orjson
 from opentelemetry import trace
 
+from soma.core.redact import redact_text
+
 service_var: ContextVar[str] = ContextVar("soma_service", default="orchestrator")
 request_id_var: ContextVar[str | None] = ContextVar("soma_request_id", default=None)
 tenant_id_var: ContextVar[str | None] = ContextVar("soma_tenant_id", default=None)
@@ -40,6 +42,61 @@ def context_fields() -> dict[str, str]:
     return fields
 
 
+class RedactingFilter(logging.Filter):
+    """Masks URL credentials and secret query parameters in every record before it is formatted.
+
+    The message, string extras (also inside lists and dicts) and the exception text are
+    rewritten in place, so every handler after this one sees only the redacted record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # Arguments that do not fit the format: mask both parts as they are.
+            record.msg = redact_text(str(record.msg))
+            args = record.args
+            if isinstance(args, tuple):
+                record.args = tuple(_redact_value(a) for a in args)
+            elif args is not None:
+                record.args = _redact_value(args)
+        else:
+            redacted = redact_text(message)
+            if redacted != message or record.args:
+                record.msg, record.args = redacted, None
+        for key, value in list(record.__dict__.items()):
+            if key not in _RESERVED and not key.startswith("_"):
+                record.__dict__[key] = _redact_value(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, BaseException):
+        return redact_text(str(value))
+    if depth >= 2:
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v, depth + 1) for v in value]
+    return value
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """The traceback: the filter's redacted text when it ran, else formatted now and redacted."""
+    if record.exc_text:
+        return redact_text(record.exc_text)
+    if record.exc_info:
+        return redact_text(formatter.formatException(record.exc_info))
+    return None
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra attributes given to the logger are kept."""
 
@@ -54,8 +111,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+        exc = _exception_text(self, record)
+        if exc:
+            line["exc"] = exc
         return orjson.dumps(line, default=str).decode()
 
 
@@ -65,8 +123,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ctx = " ".join(f"{k}={v}" for k, v in context_fields().items())
         text = f"{record.levelname:<7} {record.name}: {record.getMessage()} [{ctx}]"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+        exc = _exception_text(self, record)
+        if exc:
+            text += "\n" + exc
         return text
 
 
@@ -74,6 +133,7 @@ def configure_logging(fmt: str, level: str, stream: TextIO | None = None) -> Non
     """Route every logger (ours, uvicorn's, libraries') through one handler on stdout."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -181,7 +181,7 @@ async def test_replicas_bootstrapping_at_once_make_one_tenant_and_one_key(
         await service.start()
     try:
         replicas = [
-            GatewayService(shared_settings, m, db.database, cache.kv)
+            GatewayService(shared_settings, m, db.database, cache.kv, cache.limiter)
             for m, db, cache in zip(metrics, databases, caches, strict=True)
         ]
         await asyncio.gather(*(replica.start() for replica in replicas))

@@ -54,7 +54,7 @@ class ServicesHealth:
     def ready(self) -> bool:
         return True
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
         services: dict[str, Any] = {}
         healthy = True
         for service in self._services:
@@ -100,7 +100,9 @@ def build_gateway(
 ) -> tuple[GatewayService, FastAPI]:
     """A (not yet started) GatewayService and the app serving its routers."""
     extra = extra_routers(database, cache) if extra_routers is not None else ()
-    gateway = GatewayService(settings, metrics, database.database, cache.kv, extra_routers=extra)
+    gateway = GatewayService(
+        settings, metrics, database.database, cache.kv, cache.limiter, extra_routers=extra
+    )
     health = ServicesHealth([database, cache, gateway])
     app = create_app(health, metrics, NoOpTracer(), gateway.routers(), access_log=False)
     return gateway, app

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Table, func, select
 
-from soma.cache.memory import MemoryKeyValue
+from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter
 from soma.config import Settings
 from soma.core.errors import StartupError
 from soma.gateway.service import GatewayService
@@ -126,7 +126,7 @@ async def test_two_replicas_starting_at_once_create_one_tenant_and_one_key(
     await second.start()
     try:
         replicas = [
-            GatewayService(settings, Metrics(), db.database, MemoryKeyValue())
+            GatewayService(settings, Metrics(), db.database, MemoryKeyValue(), MemoryRateLimiter())
             for db in (first, second)
         ]
         await asyncio.gather(*(replica.start() for replica in replicas))

@@ -26,7 +26,7 @@ class _Health:
     def ready(self) -> bool:
         return True
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
         return {"status": "healthy", "services": {}}
 
 

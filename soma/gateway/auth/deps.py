@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from soma.gateway.auth.guard import FailedAuthGuard, retry_after
 from soma.gateway.auth.principal import Principal
-from soma.gateway.auth.verifier import KeyVerifier, Verdict
+from soma.gateway.auth.verifier import KeyVerifier, Verdict, Verification
 from soma.gateway.metrics import GatewayMetrics
 from soma.observability.logging import tenant_id_var
 
@@ -27,17 +29,56 @@ _DETAIL = {
     Verdict.UNKNOWN: "unknown API key",
     Verdict.MISMATCH: "unknown API key",
     Verdict.REVOKED: "the API key has been revoked",
+    Verdict.UNCHECKED: "unknown API key",
 }
 
+_LIMITED = "too many failed authentications from this address; retry later"
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `soma_<prefix>_<secret>`")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One authentication: the verification, and how long to wait when rate limited."""
+
+    verification: Verification
+    limited_for_s: float = 0.0
+
+    @property
+    def principal(self) -> Principal | None:
+        return None if self.limited_for_s else self.verification.principal
+
+
+def client_address(request: Request) -> str:
+    # uvicorn already resolved X-Forwarded-For from trusted proxies into request.client.
+    return request.client.host if request.client is not None else "unknown"
 
 
 class Authenticator:
     """The router-level dependency: verifies the bearer key and records the principal."""
 
-    def __init__(self, verifier: KeyVerifier, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, verifier: KeyVerifier, guard: FailedAuthGuard, metrics: GatewayMetrics
+    ) -> None:
         self._verifier = verifier
+        self._guard = guard
         self._metrics = metrics
+
+    async def authenticate(self, presented: str, address: str) -> Outcome:
+        """Verify a key for a client; failures count against the address's limit.
+
+        A blocked address is still served from the caches (a valid key keeps working), but
+        an unknown prefix costs it no database lookup: it is refused as rate limited.
+        """
+        blocked_for = self._guard.blocked_for(address)
+        verification = await self._verifier.verify(presented, lookup=not blocked_for)
+        if verification.verdict is Verdict.UNCHECKED:
+            return Outcome(verification, blocked_for)
+        if verification.principal is not None:
+            return Outcome(verification)
+        if blocked_for:
+            return Outcome(verification, blocked_for)
+        return Outcome(verification, await self._guard.failed(address))
 
     async def __call__(
         self,
@@ -48,7 +89,7 @@ class Authenticator:
             self._metrics.auth.labels("missing").inc()
             raise HTTPException(401, _MISSING, headers=_CHALLENGE)
         try:
-            verification = await self._verifier.verify(credentials.credentials)
+            outcome = await self.authenticate(credentials.credentials, client_address(request))
         except Exception:
             # Fail closed, but as "try again" rather than as a bad key or an opaque 500.
             self._metrics.auth.labels("error").inc()
@@ -56,6 +97,12 @@ class Authenticator:
             raise HTTPException(
                 503, "API keys cannot be verified right now", headers={"Retry-After": "1"}
             ) from None
+        verification = outcome.verification
+        if outcome.limited_for_s:
+            self._metrics.auth.labels("limited").inc()
+            raise HTTPException(
+                429, _LIMITED, headers={"Retry-After": retry_after(outcome.limited_for_s)}
+            )
         self._metrics.auth.labels(verification.verdict.value).inc()
         if verification.principal is None:
             raise HTTPException(401, _DETAIL[verification.verdict], headers=_CHALLENGE)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from soma.core.errors import ConflictError
 from soma.gateway.auth.deps import AdminCaller
-from soma.gateway.auth.issuer import issue_key, revoke_key
+from soma.gateway.auth.issuer import LastAdminKeyError, issue_key, revoke_key
 from soma.gateway.auth.principal import Principal
 from soma.gateway.context import GatewayContext
 from soma.gateway.json_route import JsonRoute
@@ -59,7 +59,17 @@ def admin_router(ctx: GatewayContext) -> APIRouter:
 
     async def revoke(caller: Principal, key_id: str, tenant_id: str | None) -> ApiKey:
         tenant = await key_tenant(caller, key_id, tenant_id)
-        key = await revoke_key(ctx.database, ctx.verifier, tenant, key_id, actor=caller.actor)
+        try:
+            key = await revoke_key(
+                ctx.database,
+                ctx.verifier,
+                tenant,
+                key_id,
+                actor=caller.actor,
+                keep_admin_of=ctx.tenancy.default_tenant_id,
+            )
+        except LastAdminKeyError as exc:
+            raise conflict(str(exc)) from None
         if key is None:
             raise not_found("api key", key_id)
         return key
