@@ -47,8 +47,13 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 @pytest.fixture
 def shared_settings(tmp_path: Path, pg_database_url: str, clean_redis_url: str) -> Settings:
     """What replicas of a cluster share: one PostgreSQL database and one Redis."""
+    # No in-process key cache: these tests prove what the shared cache does on its own (the
+    # local one's revocation delay is tested in test_gateway_auth_cluster.py).
     return gateway_settings(
-        tmp_path, pg_database_url, clean_redis_url, auth={"key_cache_ttl_s": LONG_CACHE_S}
+        tmp_path,
+        pg_database_url,
+        clean_redis_url,
+        auth={"key_cache_ttl_s": LONG_CACHE_S, "local_cache_ttl_s": 0},
     )
 
 
