@@ -103,6 +103,7 @@ class EdgeProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._in_headers = True
+        self._headers_completed = 0
         self._header_bytes = 0
         self._header_count = 0
         self._message_done = True
@@ -133,6 +134,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         reading_headers = self._in_headers
+        completed = self._headers_completed
         if reading_headers and self._header_timer is None:
             self._arm_header_timer()
         self._received = True
@@ -151,8 +153,9 @@ class EdgeProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._refuse(400, "malformed HTTP request")
             return
-        if reading_headers and self._in_headers:
-            # The whole chunk belongs to headers still incomplete: count it before more comes.
+        if reading_headers and self._headers_completed == completed:
+            # No header block ended in this chunk, so all of it was header bytes: count them
+            # before the parser may buffer more.
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
                 self._refuse(431, "the request headers are too large")
@@ -178,6 +181,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if size > self.limits.max_header_bytes:
             raise _Refused(431, "the request headers are too large")
         self._in_headers = False
+        self._headers_completed += 1
         self._header_bytes = 0
         self.book.idle.pop(self, None)
         if self._header_timer is not None:

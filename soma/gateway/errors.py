@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from soma.gateway.problems import Problem, problem, status_title
@@ -18,15 +18,21 @@ MAX_VALIDATION_ERRORS = 50
 """A body with thousands of bad items still gets a bounded answer."""
 
 
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(scope)
-            if match != Match.NONE:
-                methods |= route.methods
-    return sorted(methods)
+    """Every method some route serves at this path (Starlette names only the first route's).
+
+    Asks each top-level route whether it would fully match the path with each method, so
+    routes nested in included routers answer for themselves.
+    """
+    allowed = []
+    for method in METHODS:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
 
 
 async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -80,7 +80,7 @@ class PageRequest:
         return Page(items=items, next_cursor=token)
 
 
-def page_request(
+async def page_request(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[

@@ -41,6 +41,7 @@ _DETAIL = {
 GATEWAY_PROBLEMS = (400, 401, 403, 413, 422, 503)
 """What any gateway route may answer: malformed, unauthenticated, forbidden, too large,
 invalid, not started or draining. Routes document their own 404/409 on top."""
+EXTRA_PROBLEMS = (404, 409)
 
 RouterFactory = Callable[[GatewayContext], APIRouter]
 ROUTERS: tuple[RouterFactory, ...] = (admin_router, agents_router, sessions_router)
@@ -96,7 +97,8 @@ class GatewayService:
         for factory in self._router_factories:
             api.include_router(factory(self.context))
         for router in self._extra_routers:
-            api.include_router(router)
+            # Their routes answer 404 (unknown session or run) and 409 (state conflicts).
+            api.include_router(router, responses=problem_responses(EXTRA_PROBLEMS))
         return [api]
 
     async def start(self) -> None:
