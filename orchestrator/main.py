@@ -19,6 +19,7 @@ from orchestrator.registry import RegistryError
 from soma.config import ConfigError, LoadedSettings, load_settings, render
 from soma.config.settings import Settings
 from soma.core.errors import SomaError
+from soma.core.redact import redact_text
 from soma.gateway.auth.reset import reset_admin_key
 from soma.gateway.tenancy import Tenancy
 from soma.observability.logging import configure_logging
@@ -66,10 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = load_settings(flags_of(args), args.config)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+            print(f"config error: {redact_text(problem)}", file=sys.stderr)
         return EXIT_CONFIG
     if args.print_config:
-        print(render(loaded))
+        # SecretStr values are masked by render; credentials inside plain URLs are masked here.
+        print(redact_text(render(loaded)))
         return 0
     if args.check_config:
         print("configuration is valid")
@@ -147,7 +149,7 @@ async def dry_run(loaded: LoadedSettings) -> int:
         role = "selected" if definition.name in selected else "dependency"
         kind = "critical" if definition.critical else "non-critical"
         needs = ", ".join(definition.depends_on) or "-"
-        backend = definition.describe(settings)
+        backend = redact_text(definition.describe(settings))
         print(
             f"  {index}. {definition.name:<14} {kind:<12} {role:<10} needs: {needs:<20} {backend}"
         )
