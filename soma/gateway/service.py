@@ -40,7 +40,8 @@ _DETAIL = {
 
 GATEWAY_PROBLEMS = (400, 401, 403, 413, 422, 429, 503)
 """What any gateway route may answer: malformed, unauthenticated, forbidden, too large,
-invalid, not started or draining. Routes document their own 404/409 on top."""
+invalid, too many failed authentications, not started or draining. Routes document their own
+404/409 on top."""
 EXTRA_PROBLEMS = (404, 409)
 
 RouterFactory = Callable[[GatewayContext], APIRouter]
