@@ -71,6 +71,8 @@ def problem_response(status: int, detail: str) -> bytes:
         b"connection: close",
         *(name + b": " + value for name, value in SECURITY_HEADERS),
     ]
+    if status == 503:
+        lines.append(b"retry-after: 1")
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
