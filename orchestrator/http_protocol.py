@@ -105,11 +105,13 @@ class EdgeProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._in_headers = True
+        """Not inside a request body: waiting for, or reading, a request's headers."""
+        self._header_started = False
+        """A request's first bytes arrived and its header block is not complete yet."""
         self._headers_completed = 0
         self._header_bytes = 0
-        self._header_count = 0
+        self._chunk = 0
         self._message_done = True
-        self._received = False
         self._header_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
         self._health_only = False
@@ -137,9 +139,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         reading_headers = self._in_headers
         completed = self._headers_completed
-        if reading_headers and self._header_timer is None:
-            self._arm_header_timer()
-        self._received = True
+        self._chunk = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -157,32 +157,35 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         if reading_headers and self._headers_completed == completed:
             # No header block ended in this chunk, so all of it was header bytes: count them
-            # before the parser may buffer more.
+            # before the parser may buffer more (httptools keeps a header's bytes until it ends).
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
                 self._refuse(431, "the request headers are too large")
-        elif not self._in_headers and not self._message_done and self._body_timer is None:
+                return
+        # Timers only for requests that span chunks: a request that arrives whole costs none.
+        if self._in_headers:
+            if self._header_started and self._header_timer is None:
+                self._arm_header_timer()
+        elif not self._message_done and self._body_timer is None:
             self._body_timer = self.loop.call_later(
                 self.limits.body_timeout_s, self._body_timed_out
             )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_headers = True
+        self._header_started = True
         self._message_done = False
-        self._header_count = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            raise _Refused(431, f"more than {self.limits.max_headers} request headers")
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self.limits.max_header_bytes:
-            raise _Refused(431, "the request headers are too large")
+        if len(self.headers) > self.limits.max_headers:
+            raise _Refused(431, f"more than {self.limits.max_headers} request headers")
+        if self._header_bytes + self._chunk > self.limits.max_header_bytes:
+            # Only a block that may be too large is measured exactly.
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > self.limits.max_header_bytes:
+                raise _Refused(431, "the request headers are too large")
         self._in_headers = False
+        self._header_started = False
         self._headers_completed += 1
         self._header_bytes = 0
         self.book.idle.pop(self, None)
@@ -195,7 +198,6 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._message_done = True
-        self._received = False
         self._in_headers = True  # whatever comes next starts another request's headers
         if self._body_timer is not None:
             self._body_timer.cancel()
@@ -233,7 +235,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self._in_headers or self.transport.is_closing():
             return
-        if self._received:
+        if self._header_started:
             self._refuse(408, "the request headers did not arrive in time")
         else:
             self.transport.close()
