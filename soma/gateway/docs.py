@@ -53,7 +53,8 @@ def init_script(openapi_url: str) -> str:
     options = {"url": openapi_url, "dom_id": "#swagger-ui", "deepLinking": True}
     return (
         f"window.ui = SwaggerUIBundle(Object.assign({json.dumps(options)}, {{\n"
-        "  presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],\n"
+        # No standalone preset: its top bar (unused by BaseLayout) carries an inline style.
+        "  presets: [SwaggerUIBundle.presets.apis],\n"
         '  layout: "BaseLayout"\n'
         "}));\n"
     )
