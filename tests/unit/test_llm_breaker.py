@@ -70,6 +70,35 @@ def test_failed_trial_reopens_and_a_released_trial_lets_another_in() -> None:
     assert breaker.state is BreakerState.HALF_OPEN
 
 
+def test_a_probe_half_opens_an_open_breaker_at_once_and_changes_are_announced() -> None:
+    clock = Clock()
+    changes: list[BreakerState] = []
+    breaker = CircuitBreaker("gpt", 2, 30, clock, on_change=lambda: changes.append(breaker.state))
+    assert breaker.half_open() is False  # closed: nothing to do
+    breaker.acquire()
+    breaker.failure()
+    assert changes == []  # below the threshold nothing changes for waiters
+    breaker.acquire()
+    breaker.failure()
+    assert changes == [BreakerState.OPEN]
+    assert breaker.half_open() is True  # the upstream answered a probe: no 30 s wait
+    assert changes[-1] is BreakerState.HALF_OPEN
+    breaker.acquire()
+    breaker.failure()  # the trial failed: open again, one failed trial counted
+    assert (breaker.state, breaker.failed_trials) == (BreakerState.OPEN, 1)
+    assert breaker.half_open() is True
+    breaker.acquire()
+    breaker.release()  # a cancelled trial frees the slot for a waiter: announced
+    assert changes[-1] is BreakerState.HALF_OPEN and len(changes) == 5
+    breaker.acquire()
+    breaker.success()
+    assert (changes[-1], breaker.failed_trials) == (BreakerState.CLOSED, 0)
+    count = len(changes)
+    breaker.success()
+    breaker.release()  # no trial in flight: nothing to announce
+    assert len(changes) == count
+
+
 def test_retry_policy_backs_off_with_jitter_and_honours_small_retry_after() -> None:
     policy = RetryPolicy(retries=3, base_s=1.0, cap_s=3.0, max_retry_after_s=5, rng=lambda: 1.0)
     assert [policy.delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 3.0]
