@@ -20,7 +20,7 @@ from soma.bus.service import create_bus
 from soma.bus.topics import CONVERSATION_INBOUND
 from soma.config.settings import OutboxSettings, Settings
 from soma.observability.metrics import Metrics
-from soma.storage import Database, SqlOutboxStore, StorageMetrics, create_engine, migrate
+from soma.storage import Database, DatabaseService
 from tests.harness.kafka import ENV_BOOTSTRAP, TansuBroker, make_bus_settings
 
 TOPIC = CONVERSATION_INBOUND
@@ -73,11 +73,10 @@ async def bus_only(settings: Settings, events: int) -> float:
 
 async def outbox_to_consumer(settings: Settings, events: int, data_dir: Path) -> dict[str, float]:
     """SQLite outbox -> relay -> bus -> consumer: a pre-written backlog, then rows written live."""
-    engine = create_engine(f"sqlite+aiosqlite:///{data_dir / 'bench.db'}", 5, False)
-    await migrate(engine)
-    database = Database(engine, StorageMetrics(Metrics()))
-    store = SqlOutboxStore(database)
-    await store.start()
+    url = f"sqlite+aiosqlite:///{data_dir / 'bench.db'}"
+    service = DatabaseService(Settings(database={"url": url}), Metrics())
+    await service.start()
+    database, store = service.database, service.outbox_store
     metrics = Metrics()
     bus = create_bus(settings, metrics)
     counter = Counter(events)
@@ -106,8 +105,7 @@ async def outbox_to_consumer(settings: Settings, events: int, data_dir: Path) ->
     finally:
         await relay.stop()
         await bus.stop()
-        await store.close()
-        await engine.dispose()
+        await service.stop()
 
 
 async def write_rows(database: Database, start: int, stop: int) -> None:

@@ -1,11 +1,12 @@
-"""Write throughput of the storage layer: transactions of message + run + outbox row per second.
+"""Accepts per second through the run store: message + run + `run.queued` + outbox request.
 
     .venv/bin/python bench/bench_storage.py --url URL --seconds 10 --concurrency N
     .venv/bin/python bench/bench_storage.py --backend postgres   # throwaway server
     .venv/bin/python bench/bench_storage.py --backend sqlite     # temp file
 
-Each transaction appends a user message to one of the workers' sessions, creates a queued run
-for it and adds an outbox row, exactly as the gateway's POST message does. Prints numbers only.
+Each accept is exactly what `POST /v1/sessions/{id}/messages` writes (`accept_message`), over
+one session per concurrent caller; concurrent accepts share transactions (group commit).
+Prints numbers only, with this process's CPU per accept and the transactions it took.
 """
 
 from __future__ import annotations
@@ -21,62 +22,54 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from soma.config import Settings
 from soma.observability.metrics import Metrics
-from soma.storage import Database, StorageMetrics, create_engine, describe_url, migrate
+from soma.runs.commands import accept_message
+from soma.runs.store import RunStore
+from soma.storage import Database, DatabaseService, describe_url
+from soma.storage.repositories import Agent, Session
 
 
-async def _setup(db: Database, sessions: int) -> tuple[str, str, list[str]]:
+async def _setup(db: Database, sessions: int) -> tuple[Agent, list[Session]]:
     async with db.transaction() as uow:
         tenant = await uow.tenants.create(f"bench-{time.time_ns()}")
         agent = await uow.agents.create(
             tenant.id, name="assistant", instructions="You help.", model="local"
         )
-        ids = [
-            (await uow.sessions.create(tenant.id, agent_id=agent.id)).id for _ in range(sessions)
-        ]
-    return tenant.id, agent.id, ids
+        made = [await uow.sessions.create(tenant.id, agent_id=agent.id) for _ in range(sessions)]
+    return agent, made
 
 
 async def _worker(
-    db: Database,
-    tenant_id: str,
-    agent_id: str,
-    session_id: str,
-    deadline: float,
-    latencies: list[float],
+    store: RunStore, agent: Agent, session: Session, deadline: float, latencies: list[float]
 ) -> None:
-    payload = b'{"type":"conversation.inbound","payload":{"content":"hello"}}'
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        async with db.transaction() as uow:
-            message, _ = await uow.messages.create(
-                tenant_id, session_id, role="user", content="hello, how are you today?"
-            )
-            await uow.runs.create(
-                tenant_id, session_id=session_id, agent_id=agent_id, message_id=message.id
-            )
-            await uow.outbox.add(
-                "soma.conversation.inbound", session_id, payload, {"traceparent": "00-x"}
-            )
+        await accept_message(store, session, agent, "hello, how are you today?")
         latencies.append(time.perf_counter() - started)
 
 
 async def run(url: str, seconds: float, concurrency: int, pool_size: int) -> None:
-    engine = create_engine(url, pool_size, False)
+    service = DatabaseService(Settings(database={"url": url, "pool_size": pool_size}), Metrics())
+    await service.start()
     try:
-        await migrate(engine)
-        db = Database(engine, StorageMetrics(Metrics()))
-        tenant_id, agent_id, sessions = await _setup(db, concurrency)
+        agent, sessions = await _setup(service.database, concurrency)
         # Warm the pool and statement caches so the timed part measures steady state.
-        await _drive(db, tenant_id, agent_id, sessions, 1.0)
-        latencies = await _drive(db, tenant_id, agent_id, sessions, seconds)
+        await _drive(service.run_store, agent, sessions, 1.0)
+        before = service.run_store.counts
+        transactions, cpu = before.transactions, time.process_time()
+        latencies = await _drive(service.run_store, agent, sessions, seconds)
+        cpu = time.process_time() - cpu
+        transactions = service.run_store.counts.transactions - transactions
     finally:
-        await engine.dispose()
+        await service.stop()
     count = len(latencies)
     ordered = sorted(latencies)
     print(f"backend      {describe_url(url)}")
     print(f"concurrency  {concurrency} (pool {pool_size})")
-    print(f"transactions {count} in {seconds:g}s = {count / seconds:,.0f} tx/s")
+    print(f"accepts      {count} in {seconds:g}s = {count / seconds:,.0f}/s")
+    print(f"transactions {transactions} ({count / max(transactions, 1):.1f} accepts each)")
+    print(f"cpu          {1000 * cpu / max(count, 1):.3f} ms per accept (this process)")
     if ordered:
         p99 = ordered[min(count - 1, int(count * 0.99))]
         print(
@@ -86,13 +79,11 @@ async def run(url: str, seconds: float, concurrency: int, pool_size: int) -> Non
 
 
 async def _drive(
-    db: Database, tenant_id: str, agent_id: str, sessions: list[str], seconds: float
+    store: RunStore, agent: Agent, sessions: list[Session], seconds: float
 ) -> list[float]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
-    await asyncio.gather(
-        *(_worker(db, tenant_id, agent_id, s, deadline, latencies) for s in sessions)
-    )
+    await asyncio.gather(*(_worker(store, agent, s, deadline, latencies) for s in sessions))
     return latencies
 
 

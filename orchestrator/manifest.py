@@ -13,6 +13,7 @@ from soma.cache.service import CacheService, create_cache
 from soma.config import Settings
 from soma.core import Service
 from soma.core.ids import worker_id
+from soma.gateway.directory import SessionDirectory
 from soma.gateway.routers.chat import chat_router
 from soma.gateway.routers.runs import runs_router
 from soma.gateway.runs_view import ChatMetrics, RunsContext
@@ -22,6 +23,7 @@ from soma.llm.service import LLMService
 from soma.policy import service as policy_service
 from soma.policy.service import PolicyService, create_policy
 from soma.runs.reader import RunEventReader
+from soma.runtime.inflight import InFlight
 from soma.runtime.recovery import RecoveryService
 from soma.runtime.turn import TurnDeps
 from soma.runtime.worker import ConversationWorker
@@ -55,16 +57,19 @@ def _outbox(ctx: ServiceContext) -> Service:
 
 
 def _gateway(ctx: ServiceContext) -> Service:
-    database = ctx.get("database", DatabaseService).database
+    storage = ctx.get("database", DatabaseService)
+    database, store = storage.database, storage.run_store
     cache = ctx.get("cache", CacheService)
     policy = ctx.get("policy", PolicyService)
     runtime = ctx.settings.runtime
     runs = RunsContext(
         database=database,
+        store=store,
+        sessions=SessionDirectory(store, runtime.session_cache_ttl_s),
         streams=cache.streams,
         flags=cache.kv,
         policy=policy,
-        reader=RunEventReader(database, cache.streams, runtime.sse_heartbeat_s),
+        reader=RunEventReader(store, cache.streams, runtime.sse_heartbeat_s),
         metrics=ChatMetrics(ctx.metrics),
     )
     return GatewayService(
@@ -79,14 +84,19 @@ def _gateway(ctx: ServiceContext) -> Service:
 
 
 def _turn_deps(ctx: ServiceContext) -> TurnDeps:
+    storage = ctx.get("database", DatabaseService)
+    cache = ctx.get("cache", CacheService)
+    owner = worker_id()
+    runtime = ctx.settings.runtime
     return TurnDeps(
-        database=ctx.get("database", DatabaseService).database,
-        streams=ctx.get("cache", CacheService).streams,
-        flags=ctx.get("cache", CacheService).kv,
+        database=storage.database,
+        store=storage.run_store,
+        streams=cache.streams,
         models=ctx.get("llm", LLMService),
-        runtime=ctx.settings.runtime,
+        inflight=InFlight(storage.run_store, cache.kv, owner, runtime.lease_s),
+        runtime=runtime,
         llm=ctx.settings.llm,
-        owner=worker_id(),
+        owner=owner,
     )
 
 
@@ -97,8 +107,10 @@ def _conversation(ctx: ServiceContext) -> Service:
 
 
 def _recovery(ctx: ServiceContext) -> Service:
+    storage = ctx.get("database", DatabaseService)
     return RecoveryService(
-        ctx.get("database", DatabaseService).database,
+        storage.database,
+        storage.run_store,
         ctx.get("cache", CacheService).streams,
         ctx.settings.runtime,
         ctx.metrics,

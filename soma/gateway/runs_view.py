@@ -1,4 +1,4 @@
-"""What the chat and runs routes share: their dependencies and the JSON form of a run."""
+"""What the chat and runs routes share: their dependencies."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
+from soma.gateway.directory import SessionDirectory
 from soma.observability.metrics import Metrics
 from soma.policy.port import Decision, PolicyInput
 from soma.runs.port import EventStreams, Flags
 from soma.runs.reader import RunEventReader
+from soma.runs.store import RunStore
 from soma.storage.database import Database
 
 
@@ -31,6 +33,8 @@ class ChatMetrics:
 @dataclass
 class RunsContext:
     database: Database
+    store: RunStore
+    sessions: SessionDirectory
     streams: EventStreams
     flags: Flags
     policy: PolicyDecider

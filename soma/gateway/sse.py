@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
@@ -13,6 +14,8 @@ from soma.runs.reader import RunEventReader
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_MS = 1000
+HEARTBEAT = b": heartbeat\n\n"
+_log = logging.getLogger("soma.gateway.sse")
 
 
 def frame(event: RunEvent) -> bytes:
@@ -36,25 +39,37 @@ async def run_stream(
     run_id: str,
     after_id: int,
     closing: asyncio.Event,
+    *,
+    fresh: bool = False,
 ) -> AsyncIterator[bytes]:
-    """SSE bytes until the terminal event, or until `closing` (the client then resumes
-    elsewhere with `Last-Event-ID`)."""
+    """SSE bytes until the terminal event, or until `closing`: then a last comment tells the
+    client to resume from `/v1/runs/{id}/events` with `Last-Event-ID` (on any replica).
+
+    A reader task fills a queue, so a client that goes away cancels this generator at its
+    one await and the reader task is cancelled cleanly (no half-closed async generator).
+    """
     yield b"retry: %d\n\n" % RETRY_MS
-    events = reader.events(tenant_id, run_id, after_id).__aiter__()
-    closed = asyncio.create_task(closing.wait())
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            async for event in reader.events(tenant_id, run_id, after_id, fresh=fresh):
+                queue.put_nowait(HEARTBEAT if event is None else frame(event))
+        except Exception as exc:  # the client resumes with Last-Event-ID; say why it ended
+            _log.warning("event stream of run %s failed: %s", run_id, type(exc).__name__)
+        queue.put_nowait(None)
+
+    async def drained() -> None:
+        await closing.wait()
+        queue.put_nowait(b": the server is shutting down; resume with GET /v1/runs/%s/events "
+                         b"and Last-Event-ID\n\n" % run_id.encode())  # fmt: skip
+        queue.put_nowait(None)
+
+    tasks = (asyncio.create_task(produce()), asyncio.create_task(drained()))
     try:
-        while True:
-            nxt = asyncio.ensure_future(events.__anext__())
-            done, _ = await asyncio.wait({nxt, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
-                nxt.cancel()
-                await asyncio.gather(nxt, return_exceptions=True)
-                return
-            try:
-                event = nxt.result()
-            except StopAsyncIteration:
-                return
-            yield b": heartbeat\n\n" if event is None else frame(event)
+        while (chunk := await queue.get()) is not None:
+            yield chunk
     finally:
-        closed.cancel()
-        await events.aclose()  # type: ignore[attr-defined]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

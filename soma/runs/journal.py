@@ -1,4 +1,4 @@
-"""The event journal of one run attempt: ids, durable milestones and the live stream."""
+"""The event journal of one run attempt: event ids, and the live stream after commits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from soma.runs.events import EventType, RunEvent, first_id, stream_key
 from soma.runs.port import EventStreams
-from soma.storage.uow import UnitOfWork
 
 _log = logging.getLogger("soma.runs")
 
@@ -16,30 +15,26 @@ _log = logging.getLogger("soma.runs")
 class RunJournal:
     """Owned by whoever holds the run's lease (or, for a run nobody runs, by the canceller).
 
-    Milestones are written in the caller's transaction and published to the stream only after
-    it commits, so a client never sees an event the database does not have.
+    Milestones are handed to the run store, which writes them in the step's transaction;
+    they are appended to the stream only after it commits, so a client never sees an event
+    the database does not have.
     """
 
-    def __init__(self, streams: EventStreams, tenant_id: str, run_id: str, attempt: int) -> None:
+    __slots__ = ("_next", "_streams", "run_id")
+
+    def __init__(self, streams: EventStreams, run_id: str, attempt: int) -> None:
         self._streams = streams
-        self.tenant_id = tenant_id
         self.run_id = run_id
         self._next = first_id(attempt)
 
-    def _take_id(self) -> int:
-        event_id = self._next
+    def event(self, type: EventType, data: dict[str, Any] | None = None) -> RunEvent:
+        """The next event of this attempt (its id taken, nothing written yet)."""
+        event = RunEvent(self._next, type, data or {})
         self._next += 1
-        return event_id
-
-    async def milestone(
-        self, uow: UnitOfWork, type: EventType, data: dict[str, Any] | None = None
-    ) -> RunEvent:
-        event = RunEvent(self._take_id(), type, data or {})
-        await uow.run_events.append(self.tenant_id, self.run_id, type, event.data, seq=event.id)
         return event
 
     async def delta(self, text: str) -> None:
-        await self.publish([RunEvent(self._take_id(), EventType.DELTA, {"text": text})])
+        await self.publish([self.event(EventType.DELTA, {"text": text})])
 
     async def publish(self, events: Iterable[RunEvent]) -> None:
         await publish(self._streams, self.run_id, events)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from soma.runs.events import RunEvent, stream_key
 from soma.runs.port import EventStreams, StreamEntryLike
-from soma.storage.database import Database
+from soma.runs.store import RunStore
 
 READ_BATCH = 500
 
@@ -18,18 +18,20 @@ class RunEventReader:
     connection alive.
     """
 
-    def __init__(self, database: Database, streams: EventStreams, heartbeat_s: float) -> None:
-        self._database = database
+    def __init__(self, store: RunStore, streams: EventStreams, heartbeat_s: float) -> None:
+        self._store = store
         self._streams = streams
         self._heartbeat_s = heartbeat_s
 
     async def events(
-        self, tenant_id: str, run_id: str, after_id: int = 0
+        self, tenant_id: str, run_id: str, after_id: int = 0, *, fresh: bool = False
     ) -> AsyncIterator[RunEvent | None]:
+        """`fresh`: the caller just accepted the run, so the stream has all there is so far."""
         last = after_id
         # Durable milestones first, then the stream: a milestone is committed before it is
         # appended, so anything the stream lacks at this point sorts after what it has.
-        pending = {event.id: event for event in await self._durable(tenant_id, run_id, last)}
+        durable = [] if fresh else await self._durable(tenant_id, run_id, last)
+        pending = {event.id: event for event in durable}
         for entry in await self._stream_after(run_id, last):
             pending.setdefault(entry.id, RunEvent.decode(entry.id, entry.data))
         for event_id in sorted(pending):
@@ -70,12 +72,9 @@ class RunEventReader:
 
     async def _durable(self, tenant_id: str, run_id: str, after_id: int) -> list[RunEvent]:
         events: list[RunEvent] = []
-        async with self._database.read() as uow:
-            while True:
-                rows = await uow.run_events.list(
-                    tenant_id, run_id, after_seq=after_id, limit=READ_BATCH
-                )
-                events.extend(RunEvent(row.seq, row.type, row.data) for row in rows)
-                if len(rows) < READ_BATCH:
-                    return events
-                after_id = rows[-1].seq
+        while True:
+            batch = await self._store.events_after(tenant_id, run_id, after_id, READ_BATCH)
+            events.extend(batch)
+            if len(batch) < READ_BATCH:
+                return events
+            after_id = batch[-1].id

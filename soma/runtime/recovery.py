@@ -12,10 +12,11 @@ from soma.config.settings import RuntimeSettings
 from soma.core.clock import utcnow
 from soma.core.service import Health
 from soma.observability.metrics import Metrics
-from soma.runs.commands import finish_cancelled, request_next, request_run
+from soma.runs.commands import finish_run, request_run
 from soma.runs.events import ACTIVE, EventType, RunStatus
 from soma.runs.journal import RunJournal
 from soma.runs.port import EventStreams
+from soma.runs.store import RunStore
 from soma.storage.database import Database
 from soma.storage.repositories.runs import Run
 
@@ -33,12 +34,14 @@ class RecoveryService:
     def __init__(
         self,
         database: Database,
+        store: RunStore,
         streams: EventStreams,
         settings: RuntimeSettings,
         metrics: Metrics,
         orphans_at_start: bool,
     ) -> None:
         self._database = database
+        self._store = store
         self._streams = streams
         self._settings = settings
         self._orphans_at_start = orphans_at_start
@@ -123,30 +126,24 @@ class RecoveryService:
 
     async def _recover(self, run: Run) -> int:
         # The next attempt's ids are free: whoever ran the last attempt is gone.
-        journal = RunJournal(self._streams, run.tenant_id, run.id, run.attempt + 1)
-        events = []
-        async with self._database.transaction() as uow:
-            if run.status == RunStatus.CANCELLING:
-                result = await finish_cancelled(uow, journal, run, (RunStatus.CANCELLING,))
-                action = "cancelled" if result else None
-                events = result[1] if result else []
-            elif run.status == RunStatus.RUNNING and run.attempt >= self._settings.max_attempts:
-                error = f"gave up after {run.attempt} attempts: the worker lease expired"
-                failed = await uow.runs.update_status(
-                    run.tenant_id,
-                    run.id,
-                    RunStatus.FAILED,
-                    expected=(RunStatus.RUNNING,),
-                    error=error,
-                    finished_at=utcnow(),
-                    release_lease=True,
-                )
-                action = "failed" if failed else None
-                if failed:
-                    await request_next(uow, failed)
-                    events = [await journal.milestone(uow, EventType.FAILED, {"error": error})]
-            else:
-                next_check = utcnow() + timedelta(seconds=self._settings.requeue_after_s)
+        journal = RunJournal(self._streams, run.id, run.attempt + 1)
+        action: str | None
+        if run.status == RunStatus.CANCELLING:
+            event = journal.event(EventType.CANCELLED, {"reason": "cancelled"})
+            expected = (RunStatus.CANCELLING,)
+            done = await finish_run(self._store, journal, run, RunStatus.CANCELLED, expected, event)
+            action = "cancelled" if done else None
+        elif run.status == RunStatus.RUNNING and run.attempt >= self._settings.max_attempts:
+            error = f"gave up after {run.attempt} attempts: the worker lease expired"
+            event = journal.event(EventType.FAILED, {"error": error})
+            expected = (RunStatus.RUNNING,)
+            done = await finish_run(
+                self._store, journal, run, RunStatus.FAILED, expected, event, error
+            )
+            action = "failed" if done else None
+        else:
+            next_check = utcnow() + timedelta(seconds=self._settings.requeue_after_s)
+            async with self._database.transaction() as uow:
                 requeued = await uow.runs.requeue(
                     run.tenant_id,
                     run.id,
@@ -154,12 +151,11 @@ class RecoveryService:
                     expected_attempt=run.attempt,
                     next_check_at=next_check,
                 )
-                action = "requeued" if requeued else None
                 if requeued:
-                    await request_run(uow, run, run.message_id)
+                    await request_run(uow, run)
+            action = "requeued" if requeued else None
         if action is None:
             return 0
-        await journal.publish(events)
         self._recovered.labels(action).inc()
         _log.info("recovery %s run %s (attempt %d)", action, run.id, run.attempt)
         return 1

@@ -6,22 +6,25 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
+from soma.bus.port import OutgoingMessage
 from soma.bus.topics import CONVERSATION_OUTBOUND
 from soma.config.settings import LLMSettings, RuntimeSettings
 from soma.core.clock import utcnow
 from soma.core.events import Envelope
+from soma.core.ids import new_id
 from soma.llm.types import ChatChunk, ChatRequest, Usage
-from soma.runs.commands import finish_cancelled, is_next_in_session, request_next
-from soma.runs.events import EventType, RunEvent, RunStatus, cancel_key
+from soma.runs.commands import finish_run, run_request
+from soma.runs.events import EventType, RunStatus
 from soma.runs.journal import RunJournal
-from soma.runs.port import EventStreams, Flags
+from soma.runs.port import EventStreams
+from soma.runs.store import Claim, Claimed, Completion, RunStore, reply_key
 from soma.runs.views import message_json
 from soma.runtime.context import build_context, turns_before
+from soma.runtime.inflight import Handle, InFlight
 from soma.storage.database import Database
 from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
@@ -29,7 +32,7 @@ from soma.storage.repositories.runs import Run
 _log = logging.getLogger("soma.runtime")
 HISTORY_LIMIT = 200
 REPLY_RESERVE_TOKENS = 512
-CANCEL_POLL_S = 0.2
+_ENDED = (RunStatus.RUNNING, RunStatus.CANCELLING)
 
 
 class ChatModels(Protocol):
@@ -38,20 +41,13 @@ class ChatModels(Protocol):
     def stream(self, model: str, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
 
 
-class _CancelRequested(Exception):
-    pass
-
-
-class _Deferred(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class TurnDeps:
     database: Database
+    store: RunStore
     streams: EventStreams
-    flags: Flags
     models: ChatModels
+    inflight: InFlight
     runtime: RuntimeSettings
     llm: LLMSettings
     owner: str
@@ -72,245 +68,175 @@ class Turn:
         self.tenant_id = tenant_id
         self.run_id = run_id
         self.outcome = "skipped"
-        self._abandoned = False
 
     async def execute(self) -> None:
-        run, journal = await self._claim()
-        if run is None or journal is None:
-            return
-        work = asyncio.create_task(self._run_claimed(run, journal), name=f"turn:{self.run_id}")
-        renewer = asyncio.create_task(self._renew_lease(work), name=f"lease:{self.run_id}")
-        try:
-            await work
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if self._abandoned and current is not None and not current.cancelling():
-                self.outcome = "abandoned"
-                return
-            work.cancel()
-            await asyncio.shield(self._hand_back())
-            raise
-        finally:
-            renewer.cancel()
-            with suppress(asyncio.CancelledError):
-                await renewer
-
-    async def _claim(self) -> tuple[Run | None, RunJournal | None]:
-        try:
-            return await self._try_claim()
-        except _Deferred:
-            self.outcome = "deferred"
-            return None, None
-
-    async def _try_claim(self) -> tuple[Run | None, RunJournal | None]:
         deps = self.deps
-        lease_until = utcnow() + timedelta(seconds=deps.runtime.lease_s)
-        async with deps.database.transaction() as uow:
-            run = await uow.runs.claim(
-                self.tenant_id,
-                self.run_id,
+        now = utcnow()
+        claimed = await deps.store.claim(
+            Claim(
+                tenant_id=self.tenant_id,
+                run_id=self.run_id,
                 owner=deps.owner,
-                lease_until=lease_until,
-                from_statuses=(RunStatus.QUEUED, RunStatus.RUNNING),
+                now=now,
+                lease_until=now + timedelta(seconds=deps.runtime.lease_s),
+                max_attempts=deps.runtime.max_attempts,
+                history_limit=HISTORY_LIMIT,
             )
-            if run is None:
-                return None, None
-            if not await is_next_in_session(uow, run):
-                # An earlier run of this session is still active; when it finishes it requests
-                # this one again. Rolling back undoes the claim.
-                raise _Deferred
-            journal = RunJournal(deps.streams, self.tenant_id, self.run_id, run.attempt)
-            if run.attempt > deps.runtime.max_attempts:
-                error = f"gave up after {run.attempt - 1} attempts"
-                failed = await self._fail_in(uow, journal, error)
-                events = [failed] if failed else []
+        )
+        if claimed is None:
+            return
+        run = claimed.run
+        journal = RunJournal(deps.streams, self.run_id, run.attempt)
+        journal.event(EventType.STARTED)  # the store wrote it (or, out of attempts, skipped it)
+        if claimed.started is None:
+            error = f"gave up after {run.attempt - 1} attempts"
+            await self._finish(journal, run, RunStatus.FAILED, error)
+            return
+        await journal.publish([claimed.started])
+        task = asyncio.current_task()
+        assert task is not None
+        handle = deps.inflight.register(self.run_id, task)
+        try:
+            await self._run_claimed(claimed, journal, handle)
+        except asyncio.CancelledError:
+            if not handle.interrupted or task.cancelling() > 1:
+                # Shutdown: release the lease so another attempt redoes the run.
+                await asyncio.shield(self._hand_back())
+                raise
+            task.uncancel()
+            if handle.stop_reason == "cancel":
+                await self._finish(journal, run, RunStatus.CANCELLED)
             else:
-                started = await journal.milestone(uow, EventType.STARTED, {"attempt": run.attempt})
-                events = [started]
-        await journal.publish(events)
-        if run.attempt > deps.runtime.max_attempts:
-            self.outcome = "failed"
-            return None, None
-        return run, journal
+                self.outcome = "abandoned"
+        finally:
+            deps.inflight.unregister(handle)
 
-    async def _run_claimed(self, run: Run, journal: RunJournal) -> None:
-        deps = self.deps
-        async with deps.database.read() as uow:
-            agent = await uow.agents.get(self.tenant_id, run.agent_id)
-            user_message = (
-                await uow.messages.get(self.tenant_id, run.message_id) if run.message_id else None
-            )
-            history: list[Message] = []
-            if user_message is not None:
-                recent = await uow.messages.history(
-                    self.tenant_id, run.session_id, limit=HISTORY_LIMIT
-                )
-                history = turns_before(recent, self.run_id, user_message.seq)
+    async def _run_claimed(self, claimed: Claimed, journal: RunJournal, handle: Handle) -> None:
+        deps, run, agent = self.deps, claimed.run, claimed.agent
         if agent is None:
-            await self._finish_failed(journal, "the run's agent no longer exists")
+            await self._finish(journal, run, RunStatus.FAILED, "the run's agent no longer exists")
             return
         if agent.model not in deps.llm.models:
-            await self._finish_failed(journal, f"agent model {agent.model!r} is not configured")
+            error = f"agent model {agent.model!r} is not configured"
+            await self._finish(journal, run, RunStatus.FAILED, error)
             return
+        history = await self._history(claimed)
         budget = deps.llm.models[agent.model].context_tokens - REPLY_RESERVE_TOKENS
         request = ChatRequest(messages=build_context(agent.instructions, history, budget))
         timeout_s = agent.settings.run_timeout_s
+        handle.interruptible = True
         try:
+            if handle.stop_reason is not None:
+                handle.interrupt()
+                await asyncio.sleep(0)  # delivers the cancellation here
             async with asyncio.timeout(timeout_s):
                 reply = await self._generate(agent.model, request, journal)
         except TimeoutError:
-            await self._finish_failed(journal, f"run timed out after {timeout_s:g}s")
+            handle.interruptible = False
+            error = f"run timed out after {timeout_s:g}s"
+            await self._finish(journal, run, RunStatus.FAILED, error)
             return
-        except _CancelRequested:
-            await self._finish_cancelled(journal)
-            return
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
+            handle.interruptible = False
             _log.warning("run %s failed: %s", self.run_id, exc)
-            await self._finish_failed(journal, _one_line(exc))
+            await self._finish(journal, run, RunStatus.FAILED, _one_line(exc))
             return
-        await self._finish_completed(run, journal, reply)
+        handle.interruptible = False
+        await self._complete(claimed, journal, reply)
+
+    async def _history(self, claimed: Claimed) -> list[Message]:
+        """The conversation up to this run's question, as the model should see it."""
+        run = claimed.run
+        user = next((m for m in claimed.history if m.id == run.message_id), None)
+        history = claimed.history
+        if user is None and run.message_id is not None:
+            # More than HISTORY_LIMIT messages arrived after this one: read up to it.
+            async with self.deps.database.read() as uow:
+                user = await uow.messages.get(self.tenant_id, run.message_id)
+                if user is not None:
+                    history = await uow.messages.history(
+                        self.tenant_id, run.session_id, limit=HISTORY_LIMIT, up_to_seq=user.seq
+                    )
+        return [] if user is None else turns_before(history, self.run_id, user.seq)
 
     async def _generate(self, model: str, request: ChatRequest, journal: RunJournal) -> _Reply:
         """Stream the reply, publishing deltas; one model call (agents have no tools yet)."""
         reply = _Reply()
-        watcher = asyncio.create_task(self._watch_cancel(asyncio.current_task()))
-        try:
-            async for chunk in self.deps.models.stream(model, request):
-                if chunk.model:
-                    reply.model = chunk.model
-                if chunk.usage is not None:
-                    reply.usage = chunk.usage
-                if chunk.text:
-                    reply.text += chunk.text
-                    await journal.delta(chunk.text)
-        except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled() and watcher.result():
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                raise _CancelRequested from None
-            raise
-        finally:
-            watcher.cancel()
+        async for chunk in self.deps.models.stream(model, request):
+            if chunk.model:
+                reply.model = chunk.model
+            if chunk.usage is not None:
+                reply.usage = chunk.usage
+            if chunk.text:
+                reply.text += chunk.text
+                await journal.delta(chunk.text)
         return reply
 
-    async def _watch_cancel(self, target: asyncio.Task[Any] | None) -> bool:
-        """Poll the run's cancel flag; cancel `target` (the generation) when it is set."""
-        key = cancel_key(self.run_id)
-        while True:
-            await asyncio.sleep(CANCEL_POLL_S)
-            if await self.deps.flags.get(key) is not None:
-                if target is not None:
-                    target.cancel()
-                return True
-
-    async def _renew_lease(self, work: asyncio.Task[None]) -> None:
-        """Keep the lease while `work` runs; if it is lost, stop `work` without a trace."""
-        deps = self.deps
-        interval = deps.runtime.lease_s / 3
-        while True:
-            await asyncio.sleep(interval)
-            lease_until = utcnow() + timedelta(seconds=deps.runtime.lease_s)
-            async with deps.database.transaction() as uow:
-                ours = await uow.runs.renew_lease(
-                    self.tenant_id, self.run_id, owner=deps.owner, lease_until=lease_until
-                )
-            if not ours:
-                _log.warning("lost the lease of run %s: abandoning this attempt", self.run_id)
-                self._abandoned = True
-                work.cancel()
-                return
-
-    async def _finish_completed(self, run: Run, journal: RunJournal, reply: _Reply) -> None:
-        deps = self.deps
+    async def _complete(self, claimed: Claimed, journal: RunJournal, reply: _Reply) -> None:
+        run, now = claimed.run, utcnow()
         usage = _usage_json(reply.usage)
-        async with deps.database.transaction() as uow:
-            updated = await uow.runs.update_status(
-                self.tenant_id,
-                self.run_id,
-                RunStatus.COMPLETED,
-                expected=(RunStatus.RUNNING,),
+        message = Message(
+            id=new_id(),
+            tenant_id=self.tenant_id,
+            session_id=run.session_id,
+            run_id=self.run_id,
+            role="assistant",
+            content=reply.text,
+            tool_calls=None,
+            tool_call_id=None,
+            metadata={"model": reply.model} if reply.model else {},
+            seq=claimed.reply_seq,
+            idempotency_key=reply_key(self.run_id),
+            created_at=now,
+        )
+        body = message_json(message)
+        events = [
+            journal.event(EventType.MESSAGE_COMPLETED, {"message": body}),
+            journal.event(EventType.COMPLETED, {"usage": usage}),
+        ]
+        outbound = Envelope(
+            type="message.completed",
+            tenant_id=self.tenant_id,
+            session_id=run.session_id,
+            run_id=self.run_id,
+            payload={"message": body, "agent_id": run.agent_id},
+        )
+        announce = OutgoingMessage(CONVERSATION_OUTBOUND, run.session_id, outbound.to_bytes())
+        completed = await self.deps.store.complete(
+            Completion(
+                tenant_id=self.tenant_id,
+                run_id=self.run_id,
                 usage=usage,
-                finished_at=utcnow(),
-                release_lease=True,
+                finished_at=now,
+                reply=message,
+                events=events,
+                outbound=announce,
+                next_request=run_request,
             )
-            if updated is not None:
-                await request_next(uow, updated)
-                message, _ = await uow.messages.create(
-                    self.tenant_id,
-                    run.session_id,
-                    role="assistant",
-                    content=reply.text,
-                    run_id=self.run_id,
-                    metadata={"model": reply.model} if reply.model else {},
-                    idempotency_key=f"{self.run_id}:assistant",
-                )
-                body = message_json(message)
-                events = [
-                    await journal.milestone(uow, EventType.MESSAGE_COMPLETED, {"message": body}),
-                    await journal.milestone(uow, EventType.COMPLETED, {"usage": usage}),
-                ]
-                outbound = Envelope(
-                    type="message.completed",
-                    tenant_id=self.tenant_id,
-                    session_id=run.session_id,
-                    run_id=self.run_id,
-                    payload={"message": body, "agent_id": run.agent_id},
-                )
-                await uow.outbox.add(CONVERSATION_OUTBOUND, run.session_id, outbound.to_bytes(), {})
-        if updated is None:
+        )
+        if completed is None:
             # A cancel landed while the reply was being written: it wins.
-            await self._finish_cancelled(journal)
+            await self._finish(journal, run, RunStatus.CANCELLED)
             return
         await journal.publish(events)
         self.outcome = "completed"
 
-    async def _finish_failed(self, journal: RunJournal, error: str) -> None:
-        async with self.deps.database.transaction() as uow:
-            event = await self._fail_in(uow, journal, error)
-        if event is not None:
-            await journal.publish([event])
-            self.outcome = "failed"
-
-    async def _fail_in(self, uow: Any, journal: RunJournal, error: str) -> RunEvent | None:
-        updated = await uow.runs.update_status(
-            self.tenant_id,
-            self.run_id,
-            RunStatus.FAILED,
-            expected=(RunStatus.RUNNING, RunStatus.CANCELLING),
-            error=error,
-            finished_at=utcnow(),
-            release_lease=True,
-        )
-        if updated is None:
-            return None
-        await request_next(uow, updated)
-        event: RunEvent = await journal.milestone(uow, EventType.FAILED, {"error": error})
-        return event
-
-    async def _finish_cancelled(self, journal: RunJournal) -> None:
-        async with self.deps.database.transaction() as uow:
-            run = await uow.runs.get(self.tenant_id, self.run_id)
-            result = None
-            if run is not None:
-                result = await finish_cancelled(
-                    uow, journal, run, (RunStatus.RUNNING, RunStatus.CANCELLING)
-                )
-        if result is not None:
-            await journal.publish(result[1])
-            self.outcome = "cancelled"
+    async def _finish(
+        self, journal: RunJournal, run: Run, status: RunStatus, error: str | None = None
+    ) -> None:
+        if status == RunStatus.CANCELLED:
+            event = journal.event(EventType.CANCELLED, {"reason": "cancelled"})
+        else:
+            event = journal.event(EventType.FAILED, {"error": error})
+        if await finish_run(self.deps.store, journal, run, status, _ENDED, event, error):
+            self.outcome = str(status)
 
     async def _hand_back(self) -> None:
         """Shutdown interrupted the attempt: release the lease so the run is redone later."""
         started = time.perf_counter()
-        async with self.deps.database.transaction() as uow:
-            await uow.runs.update_status(
-                self.tenant_id,
-                self.run_id,
-                RunStatus.QUEUED,
-                expected=(RunStatus.RUNNING,),
-                release_lease=True,
-            )
+        await self.deps.store.hand_back(self.tenant_id, self.run_id, self.deps.owner)
         self.outcome = "handed_back"
         _log.info(
             "handed back run %s",

@@ -57,6 +57,7 @@ class ConversationWorker:
         return "conversation"
 
     async def start(self) -> None:
+        self._deps.inflight.start()
         await self._bus.subscribe(CONVERSATION_INBOUND, GROUP, self._handle)
         self._started = True
 
@@ -72,6 +73,7 @@ class ConversationWorker:
     async def stop(self) -> None:
         self._draining = True
         await self._hand_back_all()
+        await self._deps.inflight.stop()
         self._started = False
 
     async def health(self) -> Health:

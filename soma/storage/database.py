@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 
@@ -25,8 +25,10 @@ class Database:
         engine: AsyncEngine,
         metrics: StorageMetrics,
         outbox_signal: OutboxSignal | None = None,
+        exclusive: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self.engine = engine
+        self._exclusive = exclusive or contextlib.nullcontext
         self.outbox_signal = outbox_signal or OutboxSignal()
         self._metrics = metrics
         self._sqlite = is_sqlite(engine)
@@ -64,7 +66,8 @@ class Database:
         lock = self._write_lock if self._sqlite else contextlib.nullcontext()
         token = self._writing.set(True)
         try:
-            async with lock, self._writer.begin() as conn:
+            # The run store's writer thread steps aside, so this connection never starves.
+            async with lock, self._exclusive(), self._writer.begin() as conn:
                 uow = UnitOfWork(conn)
                 yield uow
             committed = True

@@ -7,10 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from soma.bus.outbox import OutboxRecord
@@ -30,11 +30,20 @@ _PING_INTERVAL_S = 30.0
 _RECONNECT_DELAY_S = 1.0
 
 
+class OutboxRows(Protocol):
+    """The hot half of the outbox (read pending, mark sent), on the run store's connections."""
+
+    async def fetch_outbox(self, limit: int) -> list[OutboxRecord]: ...
+
+    async def mark_outbox_sent(self, ids: Sequence[int], at: datetime) -> None: ...
+
+
 class SqlOutboxStore:
     """Reads, marks and prunes outbox rows; wakes on local commits and, on PG, on NOTIFY."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, rows: OutboxRows) -> None:
         self._database = database
+        self._rows = rows
         self._engine = database.engine
         self._signal = database.outbox_signal
         self._postgres = is_postgres(self._engine)
@@ -59,35 +68,11 @@ class SqlOutboxStore:
             self._dedicated = None
 
     async def fetch_pending(self, limit: int) -> list[OutboxRecord]:
-        query = (
-            select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload, outbox.c.headers)
-            .where(outbox.c.sent_at.is_(None))
-            .order_by(outbox.c.id)
-            .limit(limit)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [
-            OutboxRecord(
-                id=int(row.id),
-                topic=row.topic,
-                key=row.key,
-                payload=bytes(row.payload),
-                headers=dict(row.headers),
-            )
-            for row in rows
-        ]
+        return await self._rows.fetch_outbox(limit)
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        now = utcnow()
-        async with self._database.transaction() as uow:
-            for start in range(0, len(ids), _ID_CHUNK):
-                chunk = list(ids[start : start + _ID_CHUNK])
-                await uow.connection.execute(
-                    update(outbox).where(outbox.c.id.in_(chunk)).values(sent_at=now)
-                )
+        for start in range(0, len(ids), _ID_CHUNK):
+            await self._rows.mark_outbox_sent(ids[start : start + _ID_CHUNK], utcnow())
 
     async def prune_sent(self, older_than_s: float) -> int:
         """Delete rows sent before `older_than_s` ago, in batches; returns how many."""

@@ -14,10 +14,14 @@ from soma.core.errors import StartupError
 from soma.core.service import Health
 from soma.observability.metrics import Metrics
 from soma.storage.database import Database
-from soma.storage.engine import create_engine, describe_url, sqlite_file
+from soma.storage.engine import create_engine, describe_url, is_sqlite, sqlite_file
 from soma.storage.metrics import StorageMetrics
 from soma.storage.migrate import current_revision, head_revision, migrate
+from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.outbox_store import SqlOutboxStore
+from soma.storage.runstore_postgres import PostgresRunStore
+from soma.storage.runstore_sqlite import SqliteRunStore
+from soma.storage.sqlite_thread import SqliteThreadMetrics
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 5.0
@@ -33,8 +37,22 @@ class DatabaseService:
         self.engine: AsyncEngine = create_engine(
             self._url, settings.database.pool_size, settings.database.echo
         )
-        self.database = Database(self.engine, StorageMetrics(metrics))
-        self.outbox_store = SqlOutboxStore(self.database)
+        path = sqlite_file(self._url)
+        signal = OutboxSignal()
+        self.run_store: SqliteRunStore | PostgresRunStore
+        if is_sqlite(self.engine):
+            if path is None:
+                raise StartupError("database: in-memory SQLite is not supported; use a file")
+            sqlite_store = SqliteRunStore(path, signal, SqliteThreadMetrics(metrics.registry))
+            self.run_store = sqlite_store
+            exclusive = sqlite_store.exclusive
+        else:
+            self.run_store = PostgresRunStore(
+                self._url, settings.database.pool_size, CONNECT_TIMEOUT_S, signal
+            )
+            exclusive = None
+        self.database = Database(self.engine, StorageMetrics(metrics), signal, exclusive)
+        self.outbox_store = SqlOutboxStore(self.database, self.run_store)
         self._head: str | None = None
 
     @property
@@ -70,6 +88,12 @@ class DatabaseService:
                 f"database: migrating {self._where} failed: {self._reason(exc)}"
             ) from None
         try:
+            await self.run_store.start()
+        except Exception as exc:
+            raise StartupError(
+                f"database: cannot open the run store on {self._where}: {self._reason(exc)}"
+            ) from None
+        try:
             await self.outbox_store.start()
         except Exception as exc:
             raise StartupError(
@@ -79,6 +103,7 @@ class DatabaseService:
 
     async def stop(self) -> None:
         await self.outbox_store.close()
+        await self.run_store.close()
         await self.engine.dispose()
 
     async def health(self) -> Health:

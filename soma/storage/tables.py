@@ -110,6 +110,8 @@ sessions = Table(
     Column("metadata", json_type(), nullable=False),
     _created(),
     Column("deleted_at", UTCDateTime(), nullable=True),
+    # The last message number handed out; appends lock this row, so numbering never races.
+    _counter("last_seq"),
     Index(None, "tenant_id", "id"),
 )
 
@@ -160,9 +162,18 @@ runs = Table(
     _created(),
     Column("started_at", UTCDateTime(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),
+    # The seq of the run's user message: a session's runs execute one at a time in this order.
+    _counter("seq"),
     Index(None, "status", "lease_expires_at"),
     Index(None, "session_id", "created_at"),
     Index(None, "tenant_id", "id"),
+    Index(
+        None,
+        "session_id",
+        "seq",
+        postgresql_where=text("finished_at IS NULL"),
+        sqlite_where=text("finished_at IS NULL"),
+    ),
 )
 
 run_events = Table(

@@ -15,7 +15,7 @@ from soma.bus.topics import CONVERSATION_INBOUND
 from soma.config.settings import OutboxSettings, Settings
 from soma.core.service import HealthStatus
 from soma.observability.metrics import Metrics
-from soma.storage import Database, SqlOutboxStore, StorageMetrics, create_engine, migrate
+from soma.storage import Database, DatabaseService, SqlOutboxStore
 from tests.harness.kafka import TansuBroker, make_bus_settings
 from tests.unit.test_bus_outbox import MemoryOutboxStore
 
@@ -98,14 +98,11 @@ async def test_the_idle_relay_wakes_for_new_rows(bus_settings: Settings, rigs: l
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[tuple[Database, SqlOutboxStore]]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'soma.db'}", 5, False)
-    await migrate(engine)
-    database = Database(engine, StorageMetrics(Metrics()))
-    store = SqlOutboxStore(database)
-    await store.start()
-    yield database, store
-    await store.close()
-    await engine.dispose()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'soma.db'}"
+    service = DatabaseService(Settings(database={"url": url}), Metrics())
+    await service.start()
+    yield service.database, service.outbox_store
+    await service.stop()
 
 
 async def test_the_sql_outbox_store_on_sqlite_feeds_the_bus(

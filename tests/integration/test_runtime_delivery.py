@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from soma.bus.topics import CONVERSATION_OUTBOUND
 from soma.runs.commands import cancel_run
 from soma.runs.events import EventType, stream_key
-from soma.runs.journal import publish
 from soma.storage.tables import outbox
 from tests.support.runtime_stack import RuntimeStack, running_stack, runtime_settings, wait_for
 from tests.support.scripted_llm import ScriptedLLM, Text
@@ -105,7 +104,7 @@ async def test_session_order_holds_when_requests_arrive_out_of_order(
     second = (await stack.accept(chat, "two", lose_request=True)).run.id
     # The second request overtakes the first (as a re-sent request can).
     await stack.deliver(chat, second)
-    await stack.wait_counted("deferred", 1)
+    await stack.wait_counted("skipped", 1)
     assert (await stack.run(chat, second)).status == "queued"
     await stack.deliver(chat, first)
     done_first = await stack.wait_run(chat, first, DONE)
@@ -125,7 +124,7 @@ async def test_session_order_holds_when_requests_arrive_out_of_order(
     assert [r.last_user_content for r in asked] == ["one", "two"]
     seen = [(m["role"], m["content"]) for m in asked[1].body["messages"][1:]]
     assert seen == [("user", "one"), ("assistant", "first answer"), ("user", "two")]
-    assert stack.runs_counted("deferred") == 1
+    assert stack.runs_counted("skipped") == 1  # set aside: not next in its session
     assert stack.runs_counted("completed") == 2
 
 
@@ -137,13 +136,11 @@ async def test_cancelling_the_queued_head_lets_the_next_run_execute(
     # The head's request is lost, so it stays queued; the next run's request waits behind it.
     head = (await stack.accept(chat, "one", lose_request=True)).run.id
     after = (await stack.accept(chat, "two")).run.id
-    await stack.wait_counted("deferred", 1)
+    await stack.wait_counted("skipped", 1)
     assert (await stack.run(chat, after)).status == "queued"
-    async with stack.database.transaction() as uow:
-        cancelled, events = await cancel_run(
-            uow, stack.cache.streams, stack.cache.kv, chat.tenant_id, head
-        )
-    await publish(stack.cache.streams, head, events)
+    cancelled = await cancel_run(
+        stack.database, stack.run_store, stack.cache.streams, stack.cache.kv, chat.tenant_id, head
+    )
     assert cancelled.status == "cancelled"
     done = await stack.wait_run(chat, after, DONE)
     assert done.status == "completed", done.error

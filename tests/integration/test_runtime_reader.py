@@ -36,7 +36,7 @@ async def stack(
 
 
 def reader_of(stack: RuntimeStack) -> RunEventReader:
-    return RunEventReader(stack.database, stack.cache.streams, heartbeat_s=0.1)
+    return RunEventReader(stack.run_store, stack.cache.streams, heartbeat_s=0.1)
 
 
 async def read_all(stack: RuntimeStack, chat: Chat, run_id: str, after: int = 0) -> list[RunEvent]:

@@ -49,7 +49,9 @@ async def stack(
 def recovery_with(stack: RuntimeStack, **runtime: float) -> RecoveryService:
     """Another recovery service over the same database, with its own settings and metrics."""
     settings = stack.settings.runtime.model_copy(update=runtime)
-    return RecoveryService(stack.database, stack.cache.streams, settings, Metrics(), False)
+    return RecoveryService(
+        stack.database, stack.run_store, stack.cache.streams, settings, Metrics(), False
+    )
 
 
 def recovered(stack: RuntimeStack, action: str) -> float:

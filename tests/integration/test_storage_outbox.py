@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from soma.config import Settings
 from soma.observability.metrics import Metrics
-from soma.storage import Database, SqlOutboxStore, StorageMetrics, create_engine, migrate
+from soma.storage import Database, DatabaseService, SqlOutboxStore
 
 pytestmark = pytest.mark.integration
 
@@ -16,20 +17,22 @@ WAKE_LIMIT_S = 10.0
 """Generous bound for a wake-up that should be immediate (a liveness check, not a timing one)."""
 
 
+_SERVICES: dict[int, DatabaseService] = {}
+
+
 async def _open(url: str) -> tuple[Database, SqlOutboxStore]:
-    engine = create_engine(url, 5, False)
-    await migrate(engine)
-    database = Database(engine, StorageMetrics(Metrics()))
-    store = SqlOutboxStore(database)
-    await store.start()
+    """A started database service (migrations, run store, outbox store), as a replica has."""
+    service = DatabaseService(Settings(database={"url": url}), Metrics())
+    await service.start()
+    store = service.outbox_store
     # Consume the wake-up that start() and setup may have produced.
     await store.wait_for_new(timeout_s=0.01)
-    return database, store
+    _SERVICES[id(store)] = service
+    return service.database, store
 
 
 async def _close(database: Database, store: SqlOutboxStore) -> None:
-    await store.close()
-    await database.engine.dispose()
+    await _SERVICES.pop(id(store)).stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,14 +28,15 @@ from soma.bus.service import create_bus
 from soma.bus.topics import CONVERSATION_INBOUND
 from soma.cache.service import CacheService, create_cache
 from soma.config import Settings
-from soma.core.clock import utcnow
 from soma.core.events import Envelope
 from soma.core.ids import worker_id
 from soma.core.service import Service
 from soma.llm.service import LLMService
 from soma.observability.metrics import Metrics
-from soma.runs.commands import Accepted, accept_message
+from soma.runs.commands import Accepted, accept, acceptance
 from soma.runs.journal import publish
+from soma.runs.store import RunStore
+from soma.runtime.inflight import InFlight
 from soma.runtime.recovery import RecoveryService
 from soma.runtime.turn import TurnDeps
 from soma.runtime.worker import ConversationWorker
@@ -52,6 +53,7 @@ T = TypeVar("T")
 WAIT_S = 20.0
 POLL_S = 0.02
 SCRIPTED = "scripted"
+LOST_TOPIC = "lost.requests"
 
 
 def runtime_settings(
@@ -114,9 +116,10 @@ class RuntimeStack:
         self.owner = worker_id()
         self.deps = TurnDeps(
             database=self.database,
+            store=self.run_store,
             streams=self.cache.streams,
-            flags=self.cache.kv,
             models=self.llm,
+            inflight=InFlight(self.run_store, self.cache.kv, self.owner, settings.runtime.lease_s),
             runtime=settings.runtime,
             llm=settings.llm,
             owner=self.owner,
@@ -126,6 +129,7 @@ class RuntimeStack:
         )
         self.recovery = RecoveryService(
             self.database,
+            self.run_store,
             self.cache.streams,
             settings.runtime,
             self.metrics,
@@ -136,6 +140,10 @@ class RuntimeStack:
     @property
     def database(self) -> Database:
         return self.database_service.database
+
+    @property
+    def run_store(self) -> RunStore:
+        return self.database_service.run_store
 
     def core(self) -> list[Service]:
         """Manifest order for what every test needs; recovery is started by the tests using it."""
@@ -172,31 +180,22 @@ class RuntimeStack:
     async def accept(self, chat: Chat, content: str, *, lose_request: bool = False) -> Accepted:
         """Accept a message like `POST /v1/sessions/{id}/messages`.
 
-        `lose_request`: the run's request is marked sent in the same transaction, as if it
-        had been published to a bus that lost it (the relay never sees it).
+        `lose_request`: the run's request is written but goes where no worker listens, as if
+        the bus had lost it.
         """
-        async with self.database.transaction() as uow:
-            accepted = await accept_message(
-                uow, self.cache.streams, chat.session, chat.agent, content
-            )
-            if lose_request:
-                ids = [
-                    row_id
-                    for row_id, payload in await _pending_requests(uow.connection)
-                    if Envelope.from_bytes(payload).run_id == accepted.run.id
-                ]
-                assert ids, "the accepted run has no pending request"
-                await uow.connection.execute(
-                    update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=utcnow())
-                )
+        written = acceptance(chat.session, chat.agent, content)
+        if lose_request:
+            # Relayed to a topic nobody consumes: as good as lost by the bus.
+            written = replace(written, request=replace(written.request, topic=LOST_TOPIC))
+        accepted = await accept(self.run_store, written)
         await publish(self.cache.streams, accepted.run.id, accepted.events)
         return accepted
 
     async def request_payload(self, run_id: str) -> bytes:
-        """The first `conversation.inbound` envelope written for `run_id` (sent or not)."""
+        """The first run request written for `run_id` (sent or not, lost or not)."""
         query = (
             select(outbox.c.payload)
-            .where(outbox.c.topic == CONVERSATION_INBOUND)
+            .where(outbox.c.topic.in_([CONVERSATION_INBOUND, LOST_TOPIC]))
             .order_by(outbox.c.id)
         )
         async with self.database.read() as uow:
@@ -268,13 +267,6 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         await asyncio.sleep(POLL_S)
-
-
-async def _pending_requests(connection: Any) -> list[tuple[int, bytes]]:
-    query = select(outbox.c.id, outbox.c.payload).where(
-        outbox.c.topic == CONVERSATION_INBOUND, outbox.c.sent_at.is_(None)
-    )
-    return [(int(row.id), bytes(row.payload)) for row in (await connection.execute(query)).all()]
 
 
 @asynccontextmanager

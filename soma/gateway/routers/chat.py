@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from soma.core.errors import ConflictError, NotFoundError
@@ -22,6 +23,7 @@ from soma.runs.views import message_json, run_json
 MAX_CONTENT_CHARS = 100_000
 WAIT_MARGIN_S = 30.0
 RETRY_AFTER_S = "5"
+JSON = "application/json"
 
 
 class MessageIn(BaseModel):
@@ -61,16 +63,17 @@ def chat_router(ctx: RunsContext) -> APIRouter:
                 headers={"Retry-After": RETRY_AFTER_S},
             )  # fmt: skip
         tenant_id = principal.tenant_id
-        async with ctx.database.read() as uow:
-            session = await uow.sessions.get(tenant_id, session_id)
-            agent = await uow.agents.get(tenant_id, session.agent_id) if session else None
-            missing = [a for a in body.attachments if not await uow.uploads.get(tenant_id, a)]
-        if session is None:
+        found = await ctx.sessions.get(tenant_id, session_id)
+        if found is None:
             raise not_found("session", session_id)
+        session, agent = found
         if agent is None:
             raise conflict(f"the agent of session {session_id!r} no longer exists")
-        if missing:
-            raise unprocessable(f"unknown upload(s): {', '.join(missing)}")
+        if body.attachments:
+            async with ctx.database.read() as uow:
+                missing = [a for a in body.attachments if not await uow.uploads.get(tenant_id, a)]
+            if missing:
+                raise unprocessable(f"unknown upload(s): {', '.join(missing)}")
         decision = await ctx.policy.decide(
             PolicyInput(
                 action="conversation.send",
@@ -87,20 +90,18 @@ def chat_router(ctx: RunsContext) -> APIRouter:
             body.metadata
         )  # fmt: skip
         try:
-            async with ctx.database.transaction() as uow:
-                accepted = await accept_message(
-                    uow, ctx.streams, session, agent, body.content, metadata
-                )
+            accepted = await accept_message(ctx.store, session, agent, body.content, metadata)
         except ConflictError as exc:
             raise conflict(str(exc)) from None
         except NotFoundError:
+            ctx.sessions.forget(tenant_id, session_id)
             raise not_found("session", session_id) from None
         run = accepted.run
         await publish(ctx.streams, run.id, accepted.events)
         ctx.metrics.accepted.inc()
         if stream:
             return StreamingResponse(
-                run_stream(ctx.reader, tenant_id, run.id, 0, ctx.closing),
+                run_stream(ctx.reader, tenant_id, run.id, 0, ctx.closing, fresh=True),
                 media_type=SSE_MEDIA_TYPE,
                 headers={**SSE_HEADERS, "X-Run-ID": run.id, "X-Message-ID": accepted.message.id},
             )
@@ -109,8 +110,8 @@ def chat_router(ctx: RunsContext) -> APIRouter:
             timeout_s = agent.settings.run_timeout_s + WAIT_MARGIN_S
             finished = await _wait_finished(ctx, tenant_id, run.id, timeout_s)
             if finished is not None:
-                return JSONResponse(finished, status_code=200)
-        return JSONResponse(ids, status_code=202, headers={"Location": f"/v1/runs/{run.id}"})
+                return Response(orjson.dumps(finished), 200, media_type=JSON)
+        return Response(orjson.dumps(ids), 202, {"Location": f"/v1/runs/{run.id}"}, media_type=JSON)
 
     return router
 
@@ -118,18 +119,29 @@ def chat_router(ctx: RunsContext) -> APIRouter:
 async def _wait_finished(
     ctx: RunsContext, tenant_id: str, run_id: str, timeout_s: float
 ) -> dict[str, Any] | None:
-    """`{run, message}` once the run is terminal, or None when waiting ran out."""
+    """`{run, message}` once the run is terminal; None when waiting ran out or the gateway
+    drains (the caller then answers 202: the message is accepted either way)."""
+
+    async def terminal() -> bool:
+        async for event in ctx.reader.events(tenant_id, run_id, fresh=True):
+            if event is not None and event.terminal:
+                return True
+        return False
+
+    waiter = asyncio.ensure_future(terminal())
+    closing = asyncio.ensure_future(ctx.closing.wait())
     try:
-        async with asyncio.timeout(timeout_s):
-            async for event in ctx.reader.events(tenant_id, run_id):
-                if event is not None and event.terminal:
-                    break
-    except TimeoutError:
+        done, _ = await asyncio.wait(
+            {waiter, closing}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (waiter, closing):
+            task.cancel()
+    if waiter not in done or not waiter.result():
+        await asyncio.gather(waiter, return_exceptions=True)
         return None
-    async with ctx.database.read() as uow:
-        run = await uow.runs.get(tenant_id, run_id)
-        reply = await uow.messages.get_by_idempotency_key(tenant_id, f"{run_id}:assistant")
-    if run is None:
+    found = await ctx.store.run_reply(tenant_id, run_id)
+    if found is None:
         return None
-    message = None if reply is None else message_json(reply)
-    return {"run": run_json(run), "message": message}
+    run, reply = found
+    return {"run": run_json(run), "message": None if reply is None else message_json(reply)}

@@ -14,7 +14,6 @@ from soma.gateway.runs_view import RunsContext
 from soma.gateway.sse import SSE_HEADERS, SSE_MEDIA_TYPE, parse_last_event_id, run_stream
 from soma.runs.commands import cancel_run
 from soma.runs.events import RunStatus
-from soma.runs.journal import publish
 from soma.runs.views import run_json
 
 
@@ -50,15 +49,13 @@ def runs_router(ctx: RunsContext) -> APIRouter:
     @router.post("/v1/runs/{run_id}/cancel")
     async def cancel(run_id: str, principal: ChatCaller) -> JSONResponse:
         try:
-            async with ctx.database.transaction() as uow:
-                run, events = await cancel_run(
-                    uow, ctx.streams, ctx.flags, principal.tenant_id, run_id
-                )
+            run = await cancel_run(
+                ctx.database, ctx.store, ctx.streams, ctx.flags, principal.tenant_id, run_id
+            )
         except NotFoundError:
             raise not_found("run", run_id) from None
         except ConflictError as exc:
             raise conflict(str(exc)) from None
-        await publish(ctx.streams, run_id, events)
         done = run.status == RunStatus.CANCELLED
         return JSONResponse(run_json(run), status_code=200 if done else 202)
 

@@ -1,0 +1,415 @@
+"""The run store on PostgreSQL: asyncpg, one statement per step, concurrent steps batched.
+
+Each step is one data-modifying CTE. Accepts and claims that arrive together go out as one
+pipelined `fetchmany` (one round trip, one implicit transaction, one commit); completions
+share one explicit transaction (they may add a request for the session's next run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.engine import make_url
+
+from soma.bus.outbox import OutboxRecord
+from soma.core.errors import ConflictError, NotFoundError
+from soma.runs.events import ATTEMPT_SPAN, EventType, RunEvent
+from soma.runs.store import Acceptance, Claim, Claimed, Completion, Finish, NextRequest
+from soma.storage.batcher import Batcher
+from soma.storage.outbox_signal import OutboxSignal
+from soma.storage.repositories.agents import Agent
+from soma.storage.repositories.messages import Message
+from soma.storage.repositories.runs import Run
+from soma.storage.repositories.sessions import Session
+from soma.storage.rows import AGENT, MESSAGE, POSTGRES, RUN, SESSION, columns
+from soma.storage.sqlite_thread import StatementCounts
+
+MAX_BATCH = 256
+IN_FLIGHT = 4
+_N = len(RUN)
+_RUN = columns(RUN)
+_NEXT_QUEUED = f"""(SELECT row_to_json(n) FROM (SELECT {_RUN} FROM runs
+    WHERE runs.tenant_id = u.tenant_id AND runs.session_id = u.session_id AND runs.id <> u.id
+    AND runs.finished_at IS NULL AND runs.status = 'queued' ORDER BY runs.seq LIMIT 1) AS n)"""
+# (The statement's snapshot still shows `u` as it was, hence `runs.id <> u.id`.)
+
+ACCEPT = f"""
+WITH s AS (
+    UPDATE sessions SET last_seq = last_seq + 1
+    WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL RETURNING last_seq
+), m AS (
+    INSERT INTO messages ({columns(MESSAGE)})
+    SELECT $3, $2, $1, $4, $5, $6, NULL, NULL, $7, s.last_seq, NULL, $8 FROM s
+    RETURNING id, seq
+), r AS (
+    INSERT INTO runs (id, tenant_id, session_id, agent_id, message_id, status, attempt,
+                      created_at, seq)
+    SELECT $4, $2, $1, $9, m.id, 'queued', 0, $8, m.seq FROM m RETURNING id
+), e AS (
+    INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at)
+    SELECT r.id, $10, $2, $11, $12, $8 FROM r
+), o AS (
+    INSERT INTO outbox (topic, key, payload, headers, created_at)
+    SELECT $13, $14, $15, $16, $8 FROM r
+)
+SELECT m.seq, m.id FROM m"""
+
+CLAIM = f"""
+WITH c AS (
+    UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = $3,
+        lease_expires_at = $4, started_at = COALESCE(started_at, $5)
+    WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')
+        AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at < $5)
+        AND NOT EXISTS (SELECT 1 FROM runs AS p WHERE p.session_id = runs.session_id
+                        AND p.finished_at IS NULL AND p.seq < runs.seq)
+    RETURNING {_RUN}
+), s AS (
+    UPDATE sessions SET last_seq = last_seq + 1 FROM c
+    WHERE sessions.id = c.session_id AND c.attempt <= $6 RETURNING sessions.last_seq
+), e AS (
+    INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at)
+    SELECT c.id, c.attempt * {ATTEMPT_SPAN} + 1, c.tenant_id, 'run.started',
+        jsonb_build_object('attempt', c.attempt), $5
+    FROM c WHERE c.attempt <= $6 ON CONFLICT DO NOTHING
+)
+SELECT c.*, (SELECT last_seq FROM s),
+    (SELECT row_to_json(a) FROM (SELECT {columns(AGENT)} FROM agents
+        WHERE agents.tenant_id = c.tenant_id AND agents.id = c.agent_id) AS a),
+    (SELECT json_agg(h ORDER BY h.seq) FROM (SELECT {columns(MESSAGE)} FROM messages
+        WHERE messages.tenant_id = c.tenant_id AND messages.session_id = c.session_id
+        ORDER BY seq DESC LIMIT $7) AS h)
+FROM c"""
+
+COMPLETE = f"""
+WITH u AS (
+    UPDATE runs SET status = 'completed', usage = $3, error = NULL, finished_at = $4,
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE tenant_id = $1 AND id = $2 AND status = 'running' RETURNING {_RUN}
+), m AS (
+    INSERT INTO messages ({columns(MESSAGE)})
+    SELECT $5, $1, u.session_id, $2, $6, $7, $8, NULL, $9, $10, $11, $4 FROM u
+    ON CONFLICT DO NOTHING
+), e AS (
+    INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at)
+    SELECT u.id, (x->>'id')::int, u.tenant_id, x->>'type', x->'data', $4
+    FROM u, jsonb_array_elements($12::jsonb) AS x ON CONFLICT DO NOTHING
+), o AS (
+    INSERT INTO outbox (topic, key, payload, headers, created_at)
+    SELECT $13, $14, $15, $16, $4 FROM u
+)
+SELECT u.*, {_NEXT_QUEUED} FROM u"""
+
+FINISH = f"""
+WITH u AS (
+    UPDATE runs SET status = $3, error = $4, finished_at = $5,
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE tenant_id = $1 AND id = $2 AND status = ANY($6::text[]) RETURNING {_RUN}
+), e AS (
+    INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at)
+    SELECT u.id, $7, u.tenant_id, $8, $9, $5 FROM u ON CONFLICT DO NOTHING
+)
+SELECT u.*, {_NEXT_QUEUED} FROM u"""
+
+INSERT_OUTBOX = (
+    "INSERT INTO outbox (topic, key, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5)"
+)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """JSON in and out through orjson, as the SQLAlchemy engine does."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name,
+            encoder=lambda value: orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+class PostgresRunStore:
+    """Its own asyncpg pool beside SQLAlchemy's: the hot path skips the ORM layer entirely."""
+
+    def __init__(
+        self, url: str, pool_size: int, connect_timeout_s: float, signal: OutboxSignal
+    ) -> None:
+        self._signal = signal
+        self._dsn = pool_dsn(url)
+        self._pool_size = pool_size
+        self._timeout = connect_timeout_s
+        self._pool_or_none: asyncpg.Pool | None = None
+        self.counts = StatementCounts()
+        self._accepts: Batcher[Acceptance, int] = Batcher(
+            self._accept_many, max_batch=MAX_BATCH, max_in_flight=IN_FLIGHT
+        )
+        self._claims: Batcher[Claim, Any] = Batcher(
+            self._claim_many, max_batch=MAX_BATCH, max_in_flight=IN_FLIGHT
+        )
+        self._completions: Batcher[Completion, Run | None] = Batcher(
+            self._complete_many, max_batch=MAX_BATCH, max_in_flight=IN_FLIGHT
+        )
+
+    async def start(self) -> None:
+        if self._pool_or_none is None:
+            self._pool_or_none = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout,
+                init=init_connection,
+            )
+
+    async def close(self) -> None:
+        pool, self._pool_or_none = self._pool_or_none, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        if self._pool_or_none is None:
+            raise RuntimeError("the run store is not started")
+        return self._pool_or_none
+
+    async def accept(self, acceptance: Acceptance) -> int:
+        if acceptance.reject_if_active:
+            return await self._accept_exclusive(acceptance)
+        return await self._accepts.submit(acceptance)
+
+    async def claim(self, claim: Claim) -> Claimed | None:
+        row = await self._claims.submit(claim)
+        if row is None:
+            return None
+        run = POSTGRES.run(row)
+        if run.attempt > claim.max_attempts:
+            return Claimed(run, None, [], 0, None)
+        agent = row[_N + 1]
+        history = row[_N + 2] or []
+        return Claimed(
+            run=run,
+            agent=None if agent is None else POSTGRES.agent([agent[c] for c in AGENT]),
+            history=[POSTGRES.message([m[c] for c in MESSAGE]) for m in history],
+            reply_seq=row[_N],
+            started=RunEvent(
+                run.attempt * ATTEMPT_SPAN + 1, EventType.STARTED, {"attempt": run.attempt}
+            ),
+        )
+
+    async def complete(self, completion: Completion) -> Run | None:
+        return await self._completions.submit(completion)
+
+    async def finish(self, finish: Finish) -> Run | None:
+        e = finish.event
+        params = (finish.tenant_id, finish.run_id, finish.status, finish.error,
+                  finish.finished_at, list(finish.expected), e.id, e.type, e.data)  # fmt: skip
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(FINISH, *params)
+            run = None if row is None else await self._request_next(conn, row, finish)
+        self._count(trips=3 if run is None else 4, statements=1, transactions=1)
+        if run is not None:
+            self._signal.notify()
+        return run
+
+    async def renew_leases(
+        self, owner: str, run_ids: Collection[str], lease_until: datetime
+    ) -> set[str]:
+        if not run_ids:
+            return set()
+        rows = await self._pool.fetch(
+            "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 "
+            "AND id = ANY($3::text[]) RETURNING id",
+            lease_until,
+            owner,
+            list(run_ids),
+        )
+        self._count(trips=1, statements=1, transactions=1)
+        return {row[0] for row in rows}
+
+    async def hand_back(self, tenant_id: str, run_id: str, owner: str) -> bool:
+        row = await self._pool.fetchrow(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND lease_owner = $3 "
+            "RETURNING id",
+            tenant_id,
+            run_id,
+            owner,
+        )
+        return row is not None
+
+    async def fetch_outbox(self, limit: int) -> list[OutboxRecord]:
+        rows = await self._pool.fetch(
+            "SELECT id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL "
+            "ORDER BY id LIMIT $1",
+            limit,
+        )
+        return [OutboxRecord(r[0], r[1], r[2], bytes(r[3]), dict(r[4])) for r in rows]
+
+    async def mark_outbox_sent(self, ids: Sequence[int], at: datetime) -> None:
+        await self._pool.execute(
+            "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", at, list(ids)
+        )
+
+    async def session_agent(
+        self, tenant_id: str, session_id: str
+    ) -> tuple[Session, Agent | None] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {columns(SESSION, 's')}, {columns(AGENT, 'a')} FROM sessions AS s "
+            "LEFT JOIN agents AS a ON a.id = s.agent_id AND a.tenant_id = s.tenant_id "
+            "WHERE s.tenant_id = $1 AND s.id = $2 AND s.deleted_at IS NULL",
+            tenant_id,
+            session_id,
+        )
+        self._count(trips=1, statements=1, transactions=0)
+        if row is None:
+            return None
+        agent = None if row[len(SESSION)] is None else POSTGRES.agent(row, len(SESSION))
+        return POSTGRES.session(row), agent
+
+    async def run_reply(self, tenant_id: str, run_id: str) -> tuple[Run, Message | None] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {columns(RUN, 'r')}, {columns(MESSAGE, 'm')} FROM runs AS r "
+            "LEFT JOIN messages AS m ON m.tenant_id = r.tenant_id "
+            "AND m.idempotency_key = r.id || ':assistant' "
+            "WHERE r.tenant_id = $1 AND r.id = $2",
+            tenant_id,
+            run_id,
+        )
+        self._count(trips=1, statements=1, transactions=0)
+        if row is None:
+            return None
+        reply = None if row[_N] is None else POSTGRES.message(row, _N)
+        return POSTGRES.run(row), reply
+
+    async def events_after(
+        self, tenant_id: str, run_id: str, after_id: int, limit: int
+    ) -> list[RunEvent]:
+        rows = await self._pool.fetch(
+            "SELECT seq, type, data FROM run_events "
+            "WHERE tenant_id = $1 AND run_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+            tenant_id,
+            run_id,
+            after_id,
+            limit,
+        )
+        self._count(trips=1, statements=1, transactions=0)
+        return [POSTGRES.event(row) for row in rows]
+
+    async def _accept_many(self, items: list[Acceptance]) -> Sequence[int | BaseException]:
+        async with self._pool.acquire() as conn:
+            try:
+                rows = await conn.fetchmany(ACCEPT, [_accept_params(a) for a in items])
+            except asyncpg.PostgresError:
+                if len(items) == 1:
+                    raise
+                # One bad item must not fail the others: each alone, in its own transaction.
+                return [await _settled(self._accept_one(conn, a)) for a in items]
+        self._count(trips=1, statements=len(items), transactions=1)
+        self._signal.notify()  # this replica's relay need not wait for the NOTIFY
+        seqs = {row[1]: row[0] for row in rows}
+        return [seqs.get(a.message.id) or _session_missing(a) for a in items]
+
+    async def _accept_one(self, conn: asyncpg.Connection, item: Acceptance) -> int:
+        row = await conn.fetchrow(ACCEPT, *_accept_params(item))
+        self._count(trips=1, statements=1, transactions=1)
+        if row is None:
+            raise _session_missing(item)
+        return int(row[0])
+
+    async def _accept_exclusive(self, item: Acceptance) -> int:
+        """`reject` agents: lock the session row, then look for an unfinished run."""
+        session_id, tenant_id = item.message.session_id, item.message.tenant_id
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetchrow(
+                "SELECT 1 FROM sessions WHERE id = $1 AND tenant_id = $2 "
+                "AND deleted_at IS NULL FOR UPDATE",
+                session_id,
+                tenant_id,
+            )
+            if locked is None:
+                raise _session_missing(item)
+            if await conn.fetchrow(
+                "SELECT 1 FROM runs WHERE session_id = $1 AND finished_at IS NULL LIMIT 1",
+                session_id,
+            ):
+                raise ConflictError(f"session {session_id} already has an active run")
+            return await self._accept_one(conn, item)
+
+    async def _claim_many(self, items: list[Claim]) -> Sequence[Any]:
+        params = [
+            (c.tenant_id, c.run_id, c.owner, c.lease_until, c.now, c.max_attempts, c.history_limit)
+            for c in items
+        ]
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetchmany(CLAIM, params)
+        self._count(trips=1, statements=len(items), transactions=1)
+        claimed = {row[0]: row for row in rows}
+        return [claimed.get(c.run_id) for c in items]
+
+    async def _complete_many(self, items: list[Completion]) -> Sequence[Run | None]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetchmany(COMPLETE, [_complete_params(c) for c in items])
+            done = {row[0]: row for row in rows}
+            requests = [
+                request
+                for item in items
+                if (row := done.get(item.run_id)) is not None
+                and (request := _next_params(row, item.next_request, item.finished_at)) is not None
+            ]
+            if requests:
+                await conn.executemany(INSERT_OUTBOX, requests)
+        self._count(trips=3 + bool(requests), statements=len(items) + len(requests), transactions=1)
+        if done:
+            self._signal.notify()
+        return [POSTGRES.run(done[c.run_id]) if c.run_id in done else None for c in items]
+
+    async def _request_next(self, conn: asyncpg.Connection, row: Any, finish: Finish) -> Run:
+        request = _next_params(row, finish.next_request, finish.finished_at)
+        if request is not None:
+            await conn.execute(INSERT_OUTBOX, *request)
+        return POSTGRES.run(row)
+
+    def _count(self, *, trips: int, statements: int, transactions: int) -> None:
+        counts = self.counts
+        counts.trips += trips
+        counts.statements += statements
+        counts.transactions += transactions
+
+
+def _accept_params(a: Acceptance) -> tuple[Any, ...]:
+    m, r, q, o = a.message, a.run, a.queued, a.request
+    return (m.session_id, m.tenant_id, m.id, r.id, m.role, m.content, m.metadata, m.created_at,
+            r.agent_id, q.id, q.type, q.data, o.topic, o.key, o.value, dict(o.headers))  # fmt: skip
+
+
+def _complete_params(c: Completion) -> tuple[Any, ...]:
+    m, o = c.reply, c.outbound
+    events = [{"id": e.id, "type": e.type, "data": e.data} for e in c.events]
+    return (c.tenant_id, c.run_id, c.usage, c.finished_at, m.id, m.role, m.content, m.tool_calls,
+            m.metadata, m.seq, m.idempotency_key, events, o.topic, o.key, o.value,
+            dict(o.headers))  # fmt: skip
+
+
+def _next_params(row: Any, build: NextRequest, at: datetime) -> tuple[Any, ...] | None:
+    queued = row[_N]
+    if queued is None:
+        return None
+    request = build(POSTGRES.run([queued[c] for c in RUN]))
+    return (request.topic, request.key, request.value, dict(request.headers), at)
+
+
+def _session_missing(item: Acceptance) -> NotFoundError:
+    return NotFoundError(f"session {item.message.session_id} not found")
+
+
+async def _settled(work: Any) -> Any:
+    try:
+        return await work
+    except Exception as exc:
+        return exc
+
+
+def pool_dsn(url: str) -> str:
+    """An asyncpg DSN from the SQLAlchemy URL (`postgresql+asyncpg://` → `postgresql://`)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
