@@ -56,6 +56,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if http.docs else None,
+        # The middleware below traces and meters every request once; FastAPI's own
+        # telemetry would do it all a second time.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
 
     @app.get("/v1/health", tags=["health"])

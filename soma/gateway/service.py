@@ -95,11 +95,12 @@ class GatewayService:
             dependencies=[Depends(self._available), Depends(self.authenticator)],
             responses=problem_responses(GATEWAY_PROBLEMS),
         )
-        for factory in self._router_factories:
-            api.include_router(factory(self.context))
+        # Routes match in order: the chat and runs routes (the hot path) go first.
         for router in self._extra_routers:
             # Their routes answer 404 (unknown session or run) and 409 (state conflicts).
             api.include_router(router, responses=problem_responses(EXTRA_PROBLEMS))
+        for factory in self._router_factories:
+            api.include_router(factory(self.context))
         return [api]
 
     async def start(self) -> None:

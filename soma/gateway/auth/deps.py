@@ -113,7 +113,7 @@ class Authenticator:
         return principal
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     """The caller of a gateway route (set by the Authenticator of the enclosing router)."""
     principal = getattr(request.state, "soma_principal", None)
     if not isinstance(principal, Principal):
