@@ -25,7 +25,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.bench_runs import QUIET, backends, make_sessions, scrape
+from bench.bench_runs import (
+    QUIET,
+    backends,
+    make_sessions,
+    profile_summary,
+    scrape,
+    start_profile,
+)
 from tests.e2e.platform import Platform, free_port, launch
 from tests.e2e.stacks import start_upstream
 
@@ -168,8 +175,15 @@ def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir:
     warm.communicate()
     command, wrk = run_wrk(lua, api.base_url, args.connections, args.duration)
     processes["wrk"] = [psutil.Process(wrk.pid)]
+    profile = args.profile / f"{name}-{{}}.txt" if args.profile else None
+    spies = [
+        start_profile(p.process.pid, args.duration - 1, Path(str(profile).format(i)))
+        for i, p in enumerate(group)
+    ] if profile else []  # fmt: skip
     with CpuWindow(processes) as cpu:
         output, _ = wrk.communicate()
+    for spy in spies:
+        spy.wait(timeout=60)
     after = [asyncio.run(metrics_of(p)) for p in group]
     rate, total, pct, errors = parse_wrk(output)
     counted = Counter[str]()
@@ -192,6 +206,9 @@ def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir:
         f"{'accepted message' if name == 'accept' else 'full turn'}",
         f"server  : {dict(counted)}",
     ]
+    if profile:
+        lines += [profile_summary(Path(str(profile).format(i)), args.duration, 25)
+                  for i in range(len(group))]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -204,6 +221,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1024)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the platform")
+    parser.add_argument("--profile", type=Path, help="py-spy each platform process into DIR")
     args = parser.parse_args()
     if args.shape == "split" and args.stack != "distributed":
         parser.error("--shape split needs --stack distributed (shared servers)")
