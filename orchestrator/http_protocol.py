@@ -164,7 +164,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 return
         # Timers only for requests that span chunks: a request that arrives whole costs none.
         if self._in_headers:
-            if self._header_started and self._header_timer is None:
+            if self._header_started and self._header_timer is None and self._idle_cycle():
                 self._arm_header_timer()
         elif not self._message_done and self._body_timer is None:
             self._body_timer = self.loop.call_later(
@@ -208,6 +208,13 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self.book.idle[self] = None
+            if self._header_started and self._header_timer is None:
+                # A pipelined request's headers were waiting on this response: time them now.
+                self._arm_header_timer()
+
+    def _idle_cycle(self) -> bool:
+        """No response in progress (a pipelined request's clock starts when its turn comes)."""
+        return self.cycle is None or self.cycle.response_complete
 
     # The server's own answers
     def send_400_response(self, msg: str) -> None:
