@@ -29,6 +29,11 @@ _log = logging.getLogger("soma.http.server")
 HEALTH_PREFIX = "/v1/health"
 FD_RESERVE = 256
 """Descriptors kept for everything but client connections (database, bus, files, logs)."""
+LINGER_S = 5.0
+LINGER_BYTES = 16 * 1024 * 1024
+"""After a refusal, what the client still sends is read and dropped this long (or this much)
+before closing: closing with unread data would reset the connection, and a client still
+sending would lose the answer (nginx's lingering close)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
         self._health_only = False
+        self._lingering = False
+        self._lingered = 0
 
     # Connections
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -136,6 +143,11 @@ class EdgeProtocol(HttpToolsProtocol):
 
     # Reading
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self.transport.close()
+            return
         self._unset_keepalive_if_required()
         reading_headers = self._in_headers
         completed = self._headers_completed
@@ -206,7 +218,10 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not self._message_done and not self.transport.is_closing():
+            # Answered before its body arrived (a 413): drop the rest rather than parse it.
+            self._linger()
+        elif not self.transport.is_closing():
             self.book.idle[self] = None
             if self._header_started and self._header_timer is None:
                 # A pipelined request's headers were waiting on this response: time them now.
@@ -229,8 +244,19 @@ class EdgeProtocol(HttpToolsProtocol):
             if cycle is not None:
                 cycle.disconnected = True
                 cycle.message_event.set()
-            self.transport.close()
+            self._linger()
         _log.info("refused a request: %d %s", status, detail, extra={"status": status})
+
+    def _linger(self) -> None:
+        """Stop parsing; FIN after what is written; drop what still comes for a while; close."""
+        self._cancel_timers()
+        self._unset_keepalive_if_required()
+        self.book.idle.pop(self, None)
+        self._lingering = True
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._body_timer = self.loop.call_later(LINGER_S, self.transport.close)
 
     # Timeouts
     def _arm_header_timer(self) -> None:

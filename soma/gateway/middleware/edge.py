@@ -51,9 +51,9 @@ class EdgeMiddleware:
     """Pure ASGI: 413 before an oversized body is read, 500 problem+json for anything unhandled.
 
     A Content-Length over the limit is refused before the app runs; a chunked body is counted
-    as it streams and refused as soon as it passes the limit. Either way the connection is
-    closed rather than drained. No per-request work beyond a scan of the header list unless
-    the body is chunked.
+    as it streams and refused as soon as it passes the limit. Either way the app never sees
+    the body; the HTTP server drops the rest unparsed and closes (`EdgeProtocol`). No
+    per-request work beyond a scan of the header list unless the body is chunked.
     """
 
     __slots__ = ("_app", "_headers", "_internal", "_limit", "_path_headers", "_too_large")
@@ -80,10 +80,12 @@ class EdgeMiddleware:
         exchange = _Exchange(send, self._path_headers.get(scope["path"], self._headers))
         length, chunked = body_framing(scope["headers"])
         if length is not None and length > self._limit:
-            await exchange.answer(413, self._too_large, close=True)
+            # No `Connection: close`: the server drops the unread body and then closes, so a
+            # client still sending gets this answer rather than a reset.
+            await exchange.answer(413, self._too_large, close=False)
             return
         if chunked:
-            refuse = partial(exchange.answer, 413, self._too_large, True)
+            refuse = partial(exchange.answer, 413, self._too_large, False)
             receive = CountingReceive(receive, self._limit, refuse)
         try:
             await self._app(scope, receive, exchange)
