@@ -10,14 +10,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from soma.bus.outbox import OutboxRecord
 from soma.core.clock import utcnow
 from soma.storage.database import Database
 from soma.storage.engine import dedicated_engine, is_postgres
-from soma.storage.tables import outbox
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,12 @@ class OutboxRows(Protocol):
     """The hot half of the outbox (read pending, mark sent), on the run store's connections."""
 
     async def fetch_outbox(self, limit: int) -> list[OutboxRecord]: ...
+
+    async def count_outbox(self) -> int: ...
+
+    async def prune_outbox(self, sent_before: datetime, limit: int) -> int:
+        """Delete up to `limit` rows sent before `sent_before`, oldest first; how many."""
+        ...
 
     async def mark_outbox_sent(self, ids: Sequence[int], at: datetime) -> None: ...
 
@@ -77,17 +82,9 @@ class SqlOutboxStore:
     async def prune_sent(self, older_than_s: float) -> int:
         """Delete rows sent before `older_than_s` ago, in batches; returns how many."""
         cutoff = utcnow() - timedelta(seconds=older_than_s)
-        batch = (
-            select(outbox.c.id)
-            .where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < cutoff)
-            .order_by(outbox.c.id)
-            .limit(_PRUNE_BATCH)
-        )
         total = 0
         while True:
-            async with self._database.transaction() as uow:
-                statement = delete(outbox).where(outbox.c.id.in_(batch.scalar_subquery()))
-                deleted = (await uow.connection.execute(statement)).rowcount
+            deleted = await self._rows.prune_outbox(cutoff, _PRUNE_BATCH)
             total += deleted
             if deleted < _PRUNE_BATCH:
                 return total
@@ -96,9 +93,7 @@ class SqlOutboxStore:
         await self._signal.wait(timeout_s)
 
     async def pending_count(self) -> int:
-        query = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-        async with self._engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return await self._rows.count_outbox()
 
     def leadership(self) -> AbstractAsyncContextManager[bool]:
         """PostgreSQL: a session advisory lock on a dedicated connection. SQLite: always True."""

@@ -8,6 +8,7 @@ share one explicit transaction (they may add a request for the session's next ru
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -141,7 +142,7 @@ class PostgresRunStore:
         self._pool_size = pool_size
         self._timeout = connect_timeout_s
         self._pool_or_none: asyncpg.Pool | None = None
-        self.counts = StatementCounts()
+        self._counts = StatementCounts()
         self._accepts: Batcher[Acceptance, int] = Batcher(
             self._accept_many, max_batch=MAX_BATCH, max_in_flight=IN_FLIGHT
         )
@@ -244,12 +245,28 @@ class PostgresRunStore:
             "ORDER BY id LIMIT $1",
             limit,
         )
+        self._count(trips=1, statements=1, transactions=0)
         return [OutboxRecord(r[0], r[1], r[2], bytes(r[3]), dict(r[4])) for r in rows]
+
+    async def count_outbox(self) -> int:
+        count = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        self._count(trips=1, statements=1, transactions=0)
+        return int(count)
+
+    async def prune_outbox(self, sent_before: datetime, limit: int) -> int:
+        status = await self._pool.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < $1 "
+            "ORDER BY id LIMIT $2)",
+            sent_before,
+            limit,
+        )
+        return int(status.split()[-1])
 
     async def mark_outbox_sent(self, ids: Sequence[int], at: datetime) -> None:
         await self._pool.execute(
             "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", at, list(ids)
         )
+        self._count(trips=1, statements=1, transactions=1)
 
     async def session_agent(
         self, tenant_id: str, session_id: str
@@ -370,8 +387,13 @@ class PostgresRunStore:
             await conn.execute(INSERT_OUTBOX, *request)
         return POSTGRES.run(row)
 
+    @property
+    def counts(self) -> StatementCounts:
+        """A snapshot of what this store has cost the database so far."""
+        return replace(self._counts)
+
     def _count(self, *, trips: int, statements: int, transactions: int) -> None:
-        counts = self.counts
+        counts = self._counts
         counts.trips += trips
         counts.statements += statements
         counts.transactions += transactions

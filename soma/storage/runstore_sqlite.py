@@ -25,10 +25,11 @@ from soma.storage.rows import AGENT, MESSAGE, RUN, SESSION, SQLITE, columns, jso
 from soma.storage.sqlite_thread import SqliteThread, SqliteThreadMetrics, StatementCounts
 
 _RUN = columns(RUN)
-_INSERT_MESSAGE = (
-    f"INSERT INTO messages ({columns(MESSAGE)}) VALUES ({', '.join('?' * len(MESSAGE))}) "
-    "ON CONFLICT DO NOTHING"
+_APPEND_MESSAGE = (
+    f"INSERT INTO messages ({columns(MESSAGE)}) VALUES ({', '.join('?' * len(MESSAGE))})"
 )
+_INSERT_REPLY = _APPEND_MESSAGE + " ON CONFLICT DO NOTHING"
+"""A redelivered completion finds its reply (idempotency key) already there."""
 _INSERT_EVENT = (
     "INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -150,7 +151,7 @@ class SqliteRunStore:
             )
             if run is None:
                 return None
-            conn.execute(_INSERT_MESSAGE, _message_params(completion.reply))
+            conn.execute(_INSERT_REPLY, _message_params(completion.reply))
             for event in completion.events:
                 _event(conn, run.id, run.tenant_id, event, at)
             _outbox(conn, completion.outbound, at)
@@ -222,6 +223,24 @@ class SqliteRunStore:
             return [OutboxRecord(r[0], r[1], r[2], bytes(r[3]), orjson.loads(r[4])) for r in rows]
 
         return await self._reader.run(job)
+
+    async def count_outbox(self) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            row = _one(conn, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", ())
+            return int(row[0])
+
+        return await self._reader.run(job)
+
+    async def prune_outbox(self, sent_before: datetime, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < ? "
+                "ORDER BY id LIMIT ?)",
+                (sqlite_ts(sent_before), limit),
+            )
+            return cursor.rowcount
+
+        return await self._writer.run(job)
 
     async def mark_outbox_sent(self, ids: Sequence[int], at: datetime) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -296,7 +315,7 @@ def _accept(conn: sqlite3.Connection, a: Acceptance) -> int:
     at = sqlite_ts(message.created_at)
     params = list(_message_params(message))
     params[9] = seq
-    conn.execute(_INSERT_MESSAGE, params)
+    conn.execute(_APPEND_MESSAGE, params)
     conn.execute(
         "INSERT INTO runs (id, tenant_id, session_id, agent_id, message_id, status, attempt, "
         "created_at, seq) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Row
 
 from soma.core.clock import utcnow
@@ -20,7 +20,6 @@ from soma.storage.repositories.base import (
     check_limit,
     dialect_insert,
     fetch_page,
-    next_number,
     parse_int_cursor,
 )
 from soma.storage.tables import messages, sessions
@@ -63,31 +62,18 @@ def _seq_cursor(message: Message) -> str:
     return str(message.seq)
 
 
-def _append_statement(dialect: str) -> Any:
-    """INSERT ... SELECT: numbers the message and checks the live session in one statement."""
-    columns = [c.name for c in messages.c]
-    values = [
-        next_number(messages.c.seq, messages.c.session_id)
-        if name == "seq"
-        else bindparam(name, type_=messages.c[name].type)
-        for name in columns
-    ]
-    source = select(*values).where(
-        sessions.c.id == bindparam("session_id"),
-        sessions.c.tenant_id == bindparam("tenant_id"),
+_NEXT_SEQ = (
+    update(sessions)
+    .where(
+        sessions.c.id == bindparam("b_session"),
+        sessions.c.tenant_id == bindparam("b_tenant"),
         sessions.c.deleted_at.is_(None),
     )
-    return (
-        dialect_insert(dialect, messages)
-        .from_select(columns, source)
-        .on_conflict_do_nothing()
-        .returning(messages.c.seq)
-    )
-
-
-# Built once: reusing the construct skips rebuilding it and its cache key on the hot path.
-_APPEND = {dialect: _append_statement(dialect) for dialect in DIALECTS}
-_APPEND_ATTEMPTS = 10
+    .values(last_seq=sessions.c.last_seq + 1)
+    .returning(sessions.c.last_seq)
+)
+"""Numbers the message and locks the session row (appends never race); built once."""
+_INSERT = {d: dialect_insert(d, messages).on_conflict_do_nothing() for d in DIALECTS}
 
 
 class MessageRepository(Repository):
@@ -110,10 +96,18 @@ class MessageRepository(Repository):
         """Append to a live session with the next `seq`; returns `(message, inserted)`.
 
         A reused idempotency key returns the existing message with `inserted=False`.
-        Concurrent appends to one session serialise: the later one waits (on the unique
-        `(session_id, seq)`) until the earlier transaction ends, then sees what it committed.
+        Concurrent appends to one session serialise on the session row.
         NotFoundError: no such live session for this tenant.
         """
+        if idempotency_key is not None:
+            existing = await self.get_by_idempotency_key(tenant_id, idempotency_key)
+            if existing is not None:
+                return existing, False
+        seq = (
+            await self._conn.execute(_NEXT_SEQ, {"b_session": session_id, "b_tenant": tenant_id})
+        ).scalar()
+        if seq is None:
+            raise NotFoundError(f"session {session_id} not found")
         values: dict[str, Any] = {
             "id": message_id or new_id(),
             "tenant_id": tenant_id,
@@ -124,32 +118,14 @@ class MessageRepository(Repository):
             "tool_calls": tool_calls,
             "tool_call_id": tool_call_id,
             "metadata": dict(metadata or {}),
+            "seq": seq,
             "idempotency_key": idempotency_key,
             "created_at": utcnow(),
         }
-        statement = _APPEND[self._conn.dialect.name]
-        for _ in range(_APPEND_ATTEMPTS):
-            seq = (await self._conn.execute(statement, values)).scalar()
-            if seq is not None:
-                return Message(seq=seq, **values), True
-            # Nothing inserted: a known key, a missing session, or a concurrent append took seq.
-            if idempotency_key is not None:
-                existing = await self.get_by_idempotency_key(tenant_id, idempotency_key)
-                if existing is not None:
-                    return existing, False
-            if not await self._session_is_live(tenant_id, session_id):
-                raise NotFoundError(f"session {session_id} not found")
-            if await self.get(tenant_id, values["id"]) is not None:
-                raise ConflictError(f"message {values['id']} already exists")
-        raise ConflictError(f"could not append to session {session_id}: too much contention")
-
-    async def _session_is_live(self, tenant_id: str, session_id: str) -> bool:
-        query = select(sessions.c.id).where(
-            sessions.c.tenant_id == tenant_id,
-            sessions.c.id == session_id,
-            sessions.c.deleted_at.is_(None),
-        )
-        return (await self._conn.execute(query)).first() is not None
+        inserted = await self._conn.execute(_INSERT[self._conn.dialect.name], values)
+        if inserted.rowcount == 0:
+            raise ConflictError(f"message {values['id']} already exists")
+        return Message(**values), True
 
     async def get(self, tenant_id: str, message_id: str) -> Message | None:
         query = select(messages).where(
