@@ -7,7 +7,7 @@ import bisect
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from soma.cache.memory import Clock, Sweeper
@@ -135,6 +135,14 @@ class MemoryRunStreams:
         if self._bytes > self._max_bytes:
             self._evict(keep=stream)
         return state.last_id
+
+    async def append_many(
+        self, stream: str, entries: Sequence[tuple[bytes, int]], *, finish: bool = False
+    ) -> None:
+        for data, entry_id in entries:
+            await self.append(stream, data, entry_id)
+        if finish:
+            await self.finish(stream)
 
     def _trim_oldest(self, state: _Stream) -> None:
         dropped = state.entries.popleft()

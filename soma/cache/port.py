@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +46,13 @@ class RunStreams(Protocol):
         An explicit `entry_id` lets a writer keep its own numbering (ids may then have gaps);
         it must exceed the stream's last id, else ValueError.
         """
+        ...
+
+    async def append_many(
+        self, stream: str, entries: Sequence[tuple[bytes, int]], *, finish: bool = False
+    ) -> None:
+        """Append `(data, entry_id)` pairs in order (one round trip where the backend allows);
+        with `finish`, then `finish(stream)`."""
         ...
 
     async def read(

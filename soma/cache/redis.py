@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -20,12 +21,11 @@ from soma.cache.port import (
     check_read,
     check_ttl,
 )
+from soma.cache.redis_notify import StreamNotifier
 
 _CONNECT_TIMEOUT_S = 3.0
 _COMMAND_TIMEOUT_S = 10.0
 _POOL_WAIT_S = 10.0
-_BLOCK_GRACE_S = 5.0
-"""Extra time a blocking XREAD may take past its BLOCK before the connection is dropped."""
 _FIELD = b"d"
 
 # One round trip, atomic on the server, and timed by the server's clock, so every replica
@@ -65,6 +65,7 @@ return {allowed, math.floor(tokens), string.format('%.17g', retry)}
 # appenders on many replicas. A lost counter (evicted) restarts from the stream. ARGV[4], when
 # not empty, is an explicit id chosen by the writer, which must exceed the last one. KEYS[3]
 # marks a finished stream: it keeps the end `finish` gave it, so a late append never revives it.
+# ARGV[5], when not empty, is the channel that wakes blocked readers (ARGV[6]: the stream).
 _APPEND = """
 local id = tonumber(redis.call('GET', KEYS[2]) or '0')
 if id == 0 then
@@ -84,6 +85,9 @@ else
 end
 redis.call('SET', KEYS[2], id)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. string.format('%d', id), 'd', ARGV[1])
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
 local left = redis.call('PTTL', KEYS[3])
 if left > 0 then
   redis.call('PEXPIRE', KEYS[1], left)
@@ -109,15 +113,15 @@ return 0
 """
 
 
-def _pool(url: str, max_connections: int, *, blocking_reads: bool) -> BlockingConnectionPool:
+def _pool(url: str, max_connections: int) -> BlockingConnectionPool:
     # One retry on a connection error only: a reply timeout may mean the script already ran,
     # and running INCR/XADD or a token take twice would double-count.
     return BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=None if blocking_reads else _POOL_WAIT_S,
+        timeout=_POOL_WAIT_S,
         socket_connect_timeout=_CONNECT_TIMEOUT_S,
-        socket_timeout=None if blocking_reads else _COMMAND_TIMEOUT_S,
+        socket_timeout=_COMMAND_TIMEOUT_S,
         socket_keepalive=True,
         health_check_interval=30,
         protocol=2,
@@ -182,47 +186,69 @@ def _entries(reply: Any) -> list[StreamEntry]:
 
 
 class RedisRunStreams:
-    """Run streams with ids `0-N`; blocking reads use their own pool so they never starve
-    the commands, and a reader that cannot get a connection in time returns what exists."""
+    """Run streams with ids `0-N`. Blocked readers hold no connection while they wait: one
+    subscription per process wakes them when their stream is appended to."""
 
     def __init__(
         self,
         client: Redis,
-        blocking_pool: BlockingConnectionPool,
+        listener: Redis,
         prefix: str,
         maxlen: int,
         ttl_s: int,
         grace_s: float = 30.0,
     ) -> None:
+        """`listener`: a client whose connections may wait without a reply timeout."""
         if maxlen < 1 or ttl_s < 1:
             raise ValueError("stream maxlen and ttl_s must be >= 1")
         check_ttl(grace_s)
         self._client = client
-        self._blocking_pool = blocking_pool
         self._prefix = f"{prefix}st:"
         self._maxlen = maxlen
         self._ttl_s = ttl_s
         self._grace_ms = max(1, math.ceil(grace_s * 1000))
         self._append = client.register_script(_APPEND)
         self._finish = client.register_script(_FINISH)
+        self.notifier = StreamNotifier(listener, f"{prefix}st:appended")
 
     def _keys(self, stream: str) -> tuple[str, str, str]:
         # The hash tag keeps the keys in one slot, as a script touching them all requires.
         key = f"{self._prefix}{{{stream}}}"
         return key, f"{key}:seq", f"{key}:fin"
 
+    def _append_args(self, stream: str, data: bytes, entry_id: int | None, last: bool) -> list[Any]:
+        explicit = "" if entry_id is None else str(entry_id)
+        channel = self.notifier.channel if last else ""
+        return [data, self._maxlen, self._ttl_s, explicit, channel, stream]
+
     async def append(self, stream: str, data: bytes, entry_id: int | None = None) -> int:
         check_entry_id(entry_id)
-        explicit = "" if entry_id is None else str(entry_id)
+        args = self._append_args(stream, data, entry_id, last=True)
         try:
-            new_id = await self._append(
-                keys=list(self._keys(stream)), args=[data, self._maxlen, self._ttl_s, explicit]
-            )
+            new_id = await self._append(keys=list(self._keys(stream)), args=args)
         except ResponseError as exc:
-            if "is not above the last id" in str(exc):
-                raise ValueError(str(exc).removeprefix("ERR ")) from None
-            raise
+            raise _id_error(exc) from None
         return int(new_id)
+
+    async def append_many(
+        self, stream: str, entries: Sequence[tuple[bytes, int]], *, finish: bool = False
+    ) -> None:
+        """One round trip for a step's events (and, with `finish`, the end of the stream)."""
+        keys = list(self._keys(stream))
+        async with self._client.pipeline(transaction=False) as pipe:
+            for index, (data, entry_id) in enumerate(entries):
+                check_entry_id(entry_id)
+                last = index == len(entries) - 1
+                args = self._append_args(stream, data, entry_id, last)
+                await self._append(keys=keys, args=args, client=pipe)
+            if finish:
+                await self._finish(keys=keys, args=[self._grace_ms], client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise _id_error(reply)
+            if isinstance(reply, Exception):
+                raise reply
 
     async def read(
         self, stream: str, after_id: int, limit: int = 100, block_s: float = 0
@@ -230,29 +256,19 @@ class RedisRunStreams:
         check_read(after_id, limit, block_s)
         key = self._keys(stream)[0]
         start = f"0-{after_id}"
-        found = _entries(await self._client.xread({key: start}, count=limit))
-        if found or block_s == 0:
-            return found
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + block_s
+        if block_s == 0:
+            return _entries(await self._client.xread({key: start}, count=limit))
         try:
             async with asyncio.timeout(block_s):
-                conn = await self._blocking_pool.get_connection()  # type: ignore[no-untyped-call]
+                async with self.notifier.watching(stream) as appended:
+                    # Watching before reading: an append in between still sets the event.
+                    found = _entries(await self._client.xread({key: start}, count=limit))
+                    if found:
+                        return found
+                    await appended.wait()
         except TimeoutError:
-            return _entries(await self._client.xread({key: start}, count=limit))
-        command: list[Any] = ["XREAD", "COUNT", limit, "STREAMS", key, start]
-        try:
-            remaining = deadline - loop.time()
-            if remaining > 0:
-                command[3:3] = ["BLOCK", max(1, math.ceil(remaining * 1000))]
-            # A cancelled or timed-out read disconnects the connection (redis-py closes it
-            # on any error mid-reply), so a late reply can never reach another reader.
-            async with asyncio.timeout(max(remaining, 0) + _BLOCK_GRACE_S):
-                await conn.send_command(*command)
-                reply = await conn.read_response()
-        finally:
-            await self._blocking_pool.release(conn)
-        return _entries(reply)
+            return []
+        return _entries(await self._client.xread({key: start}, count=limit))
 
     async def last_id(self, stream: str) -> int:
         key, seq, _ = self._keys(stream)
@@ -270,6 +286,12 @@ class RedisRunStreams:
         await self._client.delete(*self._keys(stream))
 
 
+def _id_error(exc: ResponseError) -> Exception:
+    if "is not above the last id" in str(exc):
+        return ValueError(str(exc).removeprefix("ERR "))
+    return exc
+
+
 class RedisCache:
     """The connections of one Redis backend and the three adapters that share them."""
 
@@ -283,17 +305,21 @@ class RedisCache:
         stream_grace_s: float = 30.0,
         prefix: str = "soma:",
     ) -> None:
-        self._client = Redis.from_pool(_pool(url, max_connections, blocking_reads=False))
-        self._blocking_pool = _pool(url, max_connections, blocking_reads=True)
+        self._client = Redis.from_pool(_pool(url, max_connections))
+        # One connection that only waits for notifications: no reply timeout on it.
+        self._listener = Redis.from_url(
+            url, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True, protocol=2
+        )
         self.kv = RedisKeyValue(self._client, prefix)
         self.limiter = RedisRateLimiter(self._client, prefix)
         self.streams = RedisRunStreams(
-            self._client, self._blocking_pool, prefix, stream_maxlen, stream_ttl_s, stream_grace_s
+            self._client, self._listener, prefix, stream_maxlen, stream_ttl_s, stream_grace_s
         )
 
     async def ping(self) -> None:
         await self._client.ping()
 
     async def aclose(self) -> None:
+        await self.streams.notifier.close()
+        await self._listener.aclose()
         await self._client.aclose()
-        await self._blocking_pool.disconnect()

@@ -41,22 +41,18 @@ class RunJournal:
 
 
 async def publish(streams: EventStreams, run_id: str, events: Iterable[RunEvent]) -> None:
-    """Append committed events to the run's live stream.
+    """Append committed events to the run's live stream, in one round trip.
 
     A failed append is logged, not raised: milestones are durable and readers fall back to
     `run_events`; a lost delta only costs liveness (`message.completed` has the full text).
+    After the terminal event the stream need only outlive a grace (its milestones are durable).
     """
-    key = stream_key(run_id)
-    terminal = False
-    for event in events:
-        terminal = terminal or event.terminal
-        try:
-            await streams.append(key, event.encode(), event.id)
-        except Exception as exc:
-            _log.warning("stream append failed for run %s: %s", run_id, exc)
-    if terminal:
-        # The run is over and its milestones are durable: the stream need only outlive a grace.
-        try:
-            await streams.finish(key)
-        except Exception as exc:
-            _log.warning("stream finish failed for run %s: %s", run_id, exc)
+    batch = list(events)
+    if not batch:
+        return
+    entries = [(event.encode(), event.id) for event in batch]
+    terminal = any(event.terminal for event in batch)
+    try:
+        await streams.append_many(stream_key(run_id), entries, finish=terminal)
+    except Exception as exc:
+        _log.warning("stream append failed for run %s: %s", run_id, exc)

@@ -19,6 +19,12 @@ class EventStreams(Protocol):
         """Append at `entry_id` (must exceed the last id) or at the next id."""
         ...
 
+    async def append_many(
+        self, stream: str, entries: Sequence[tuple[bytes, int]], *, finish: bool = False
+    ) -> None:
+        """Append `(data, entry_id)` pairs in one go; with `finish`, end the stream too."""
+        ...
+
     async def read(
         self, stream: str, after_id: int, limit: int = 100, block_s: float = 0
     ) -> Sequence[StreamEntryLike]: ...

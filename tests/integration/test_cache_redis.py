@@ -22,17 +22,10 @@ def redis_cache(url: str, max_connections: int = 8) -> RedisCache:
     return RedisCache(url, max_connections=max_connections, stream_maxlen=100, stream_ttl_s=60)
 
 
-async def blocked_clients(url: str) -> int:
-    client = aredis.Redis.from_url(url)
-    try:
-        return int((await client.info("clients"))["blocked_clients"])
-    finally:
-        await client.aclose()
-
-
-async def wait_for_blocked(url: str, count: int) -> None:
+async def wait_for_blocked(cache: RedisCache, count: int) -> None:
+    """Until `count` readers wait on this process's notifier (holding no connection)."""
     for _ in range(500):
-        if await blocked_clients(url) >= count:
+        if cache.streams.notifier.waiting >= count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"fewer than {count} readers blocked")
@@ -72,8 +65,8 @@ async def test_many_blocked_readers_do_not_starve_commands(clean_redis_url: str)
     cache = redis_cache(clean_redis_url, max_connections=4)
     try:
         readers = [asyncio.create_task(cache.streams.read("hot", 0, block_s=60)) for _ in range(20)]
-        await wait_for_blocked(clean_redis_url, 4)
-        # Every blocking connection is taken; ordinary commands still go through.
+        await wait_for_blocked(cache, 20)
+        # Twenty readers wait on a pool of four: they hold no connection while they do.
         await cache.kv.set("still", b"works")
         assert await cache.kv.get("still") == b"works"
         assert (await cache.limiter.acquire("k", rate_per_s=1, burst=1)).allowed
@@ -88,13 +81,13 @@ async def test_cancelled_reader_leaves_the_pool_usable(clean_redis_url: str) -> 
     cache = redis_cache(clean_redis_url, max_connections=1)
     try:
         reader = asyncio.create_task(cache.streams.read("c", 0, block_s=60))
-        await wait_for_blocked(clean_redis_url, 1)
+        await wait_for_blocked(cache, 1)
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader
         await cache.streams.append("c", b"one")
         second = asyncio.create_task(cache.streams.read("c", 1, block_s=60))
-        await wait_for_blocked(clean_redis_url, 1)
+        await wait_for_blocked(cache, 1)
         await cache.streams.append("c", b"two")
         entries = await asyncio.wait_for(second, timeout=10)
     finally:
@@ -102,16 +95,32 @@ async def test_cancelled_reader_leaves_the_pool_usable(clean_redis_url: str) -> 
     assert [(e.id, e.data) for e in entries] == [(2, b"two")]
 
 
-async def test_reader_without_a_free_connection_returns_what_exists(clean_redis_url: str) -> None:
+async def test_a_reader_waiting_on_one_stream_delays_no_other(clean_redis_url: str) -> None:
     cache = redis_cache(clean_redis_url, max_connections=1)
     try:
         holder = asyncio.create_task(cache.streams.read("other", 0, block_s=60))
-        await wait_for_blocked(clean_redis_url, 1)
+        await wait_for_blocked(cache, 1)
         assert await cache.streams.read("idle", 0, block_s=0.2) == []
         await cache.streams.append("other", b"release")
         assert len(await asyncio.wait_for(holder, timeout=10)) == 1
     finally:
         await cache.aclose()
+
+
+async def test_readers_wake_when_notifications_were_lost(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url)
+    raw = aredis.Redis.from_url(clean_redis_url)
+    try:
+        reader = asyncio.create_task(cache.streams.read("lost", 0, block_s=60))
+        await wait_for_blocked(cache, 1)
+        await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        # The append lands while nobody is subscribed; resubscribing makes readers look again.
+        assert await cache.streams.append("lost", b"found") == 1
+        entries = await asyncio.wait_for(reader, timeout=10)
+    finally:
+        await raw.aclose()
+        await cache.aclose()
+    assert [(e.id, e.data) for e in entries] == [(1, b"found")]
 
 
 async def test_stream_keys_carry_the_ttl(clean_redis_url: str) -> None:
