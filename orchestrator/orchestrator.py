@@ -214,6 +214,8 @@ class SomaOrchestrator:
             log_config=None,
             access_log=False,
             server_header=False,
+            # Client addresses come from the socket; no proxy is trusted to rewrite them.
+            proxy_headers=False,
             timeout_keep_alive=http.keep_alive_s,
             timeout_graceful_shutdown=max(int(self.settings.shutdown_timeout / 2), 1),
         )

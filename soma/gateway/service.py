@@ -85,6 +85,7 @@ class GatewayService:
         self.closing = closing or asyncio.Event()
         """Set on drain: routes that accept new work answer 503 and open streams end."""
         self._admitting: Callable[[], bool] | None = None
+        self._admitted = False
 
     @property
     def name(self) -> str:
@@ -154,10 +155,15 @@ class GatewayService:
         if self._status != HealthStatus.HEALTHY:
             raise HTTPException(503, "the gateway is not started", headers={"Retry-After": "1"})
         admitting = self._admitting
-        if request.method not in _SAFE_METHODS and admitting is not None and not admitting():
-            wait = "5" if self.closing.is_set() else "1"
-            raise HTTPException(
-                503,
-                "the platform is not ready (starting or shutting down); retry shortly",
-                headers={"Retry-After": wait},
-            )
+        if request.method in _SAFE_METHODS or admitting is None:
+            return
+        if admitting():
+            self._admitted = True
+            return
+        # Not admitting after having admitted means a drain: that takes longer than a start.
+        wait = "5" if self.closing.is_set() or self._admitted else "1"
+        raise HTTPException(
+            503,
+            "the platform is not ready (starting or shutting down); retry shortly",
+            headers={"Retry-After": wait},
+        )

@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from soma.core.errors import ConflictError, NotFoundError
 from soma.gateway.auth.deps import ChatCaller
+from soma.gateway.json_route import JsonRoute
 from soma.gateway.problems import conflict, not_found, unprocessable
 from soma.gateway.runs_view import RunsContext
+from soma.gateway.schemas.common import Metadata
 from soma.gateway.sse import SSE_HEADERS, SSE_MEDIA_TYPE, run_stream
 from soma.policy.port import PolicyInput, Subject
 from soma.runs.commands import accept_message
@@ -31,7 +33,7 @@ class MessageIn(BaseModel):
 
     content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     attachments: list[str] = Field(default_factory=list, max_length=20)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class Accepted(BaseModel):
@@ -40,7 +42,7 @@ class Accepted(BaseModel):
 
 
 def chat_router(ctx: RunsContext) -> APIRouter:
-    router = APIRouter(tags=["chat"])
+    router = APIRouter(tags=["chat"], route_class=JsonRoute)
 
     @router.post(
         "/v1/sessions/{session_id}/messages",

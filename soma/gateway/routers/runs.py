@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from soma.core.errors import ConflictError, NotFoundError
 from soma.gateway.auth.deps import ChatCaller
+from soma.gateway.json_route import JsonRoute
 from soma.gateway.problems import conflict, not_found
 from soma.gateway.runs_view import RunsContext
 from soma.gateway.sse import SSE_HEADERS, SSE_MEDIA_TYPE, parse_last_event_id, run_stream
@@ -18,7 +19,7 @@ from soma.runs.views import run_json
 
 
 def runs_router(ctx: RunsContext) -> APIRouter:
-    router = APIRouter(tags=["runs"])
+    router = APIRouter(tags=["runs"], route_class=JsonRoute)
 
     @router.get("/v1/runs/{run_id}")
     async def get_run(run_id: str, principal: ChatCaller) -> dict[str, Any]:
@@ -46,7 +47,10 @@ def runs_router(ctx: RunsContext) -> APIRouter:
             headers=SSE_HEADERS,
         )
 
-    @router.post("/v1/runs/{run_id}/cancel")
+    @router.post(
+        "/v1/runs/{run_id}/cancel",
+        responses={202: {"description": "a running run was asked to stop; it ends shortly"}},
+    )
     async def cancel(run_id: str, principal: ChatCaller) -> JSONResponse:
         try:
             run = await cancel_run(
