@@ -1,4 +1,8 @@
-"""Adapter for any OpenAI-compatible `/chat/completions` endpoint, streamed over SSE."""
+"""Adapter for any OpenAI-compatible `/chat/completions` endpoint, streamed over SSE.
+
+aiohttp rather than httpx: on this hot path (one streamed request per model call) it costs
+about a quarter of the CPU per request (measured 0.18 vs 0.68 ms against a local upstream).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from soma.core.redact import redact_text, redact_url
@@ -27,9 +31,8 @@ from soma.llm.types import ChatChunk, ChatRequest, ChatResult
 log = logging.getLogger("soma.llm.openai")
 
 _RETRYABLE_STATUS = frozenset({408, 429})
-_POOL_LIMITS = httpx.Limits(
-    max_connections=1024, max_keepalive_connections=256, keepalive_expiry=60
-)
+_MAX_CONNECTIONS = 1024
+_KEEPALIVE_S = 60.0
 _HEALTH_TIMEOUT_S = 5.0
 _ERROR_BODY_CHARS = 300
 
@@ -56,7 +59,6 @@ class OpenAIProvider:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -65,16 +67,17 @@ class OpenAIProvider:
         self.model = model
         self.timeout_s = timeout_s
         self._retry = retry or RetryPolicy(retries=2)
-        headers = {"Accept": "text/event-stream, application/json"}
+        self._headers = {
+            "Accept": "text/event-stream, application/json",
+            "Content-Type": "application/json",
+        }
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        # httpx masks the Authorization value in reprs, so the key never reaches a log line.
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s),
-            limits=_POOL_LIMITS,
-            transport=transport,
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        # Connecting and each read are bounded; a whole stream may take as long as it streams.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
+        self._client: aiohttp.ClientSession | None = None
         self._chat_url = f"{self.base_url}/chat/completions"
         self._models_url = f"{self.base_url}/models"
 
@@ -119,20 +122,26 @@ class OpenAIProvider:
                 )
                 await asyncio.sleep(delay)
 
+    def _session(self) -> aiohttp.ClientSession:
+        """Made on first use, inside the event loop that will use it."""
+        if self._client is None or self._client.closed:
+            connector = aiohttp.TCPConnector(
+                limit=_MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=_KEEPALIVE_S
+            )
+            self._client = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=self._timeout
+            )
+        return self._client
+
     async def _attempt(self, body: bytes) -> AsyncGenerator[ChatChunk, None]:
         """One HTTP exchange; failures before the first chunk surface as `_RetryableError`."""
         delivered = False
         finished = False
         try:
-            async with self._client.stream(
-                "POST",
-                self._chat_url,
-                content=body,
-                headers={"Content-Type": "application/json"},
-            ) as response:
-                if response.status_code >= 400:
+            async with self._session().post(self._chat_url, data=body) as response:
+                if response.status >= 400:
                     await self._raise_status(response)
-                async for event in aiter_sse(response.aiter_lines()):
+                async for event in aiter_sse(_lines(response.content)):
                     if event.data == "[DONE]":
                         finished = True
                         break
@@ -143,18 +152,18 @@ class OpenAIProvider:
                         finished = True
                     delivered = True
                     yield chunk
-        except httpx.TimeoutException as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             error: ProviderUnavailableError = ProviderTimeoutError(
                 f"{self.name}: no answer from {self.where} within {self.timeout_s:g}s"
                 f" ({type(exc).__name__})"
             )
             raise self._after(delivered, error) from exc
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             error = ProviderUnavailableError(
                 f"{self.name}: {self.where} unreachable: {type(exc).__name__}: {_safe(exc)}"
             )
             raise self._after(delivered, error) from exc
-        except httpx.RequestError as exc:
+        except aiohttp.ClientError as exc:
             error = ProviderUnavailableError(
                 f"{self.name}: request to {self.where} failed: {type(exc).__name__}: {_safe(exc)}"
             )
@@ -184,9 +193,9 @@ class OpenAIProvider:
             )
         return decode_chunk(payload) if isinstance(payload, dict) else None
 
-    async def _raise_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        raw = (await response.aread())[: _ERROR_BODY_CHARS * 4]
+    async def _raise_status(self, response: aiohttp.ClientResponse) -> None:
+        status = response.status
+        raw = await response.content.read(_ERROR_BODY_CHARS * 4)
         try:
             detail = error_message(orjson.loads(raw)) or raw.decode(errors="replace")
         except orjson.JSONDecodeError:
@@ -200,23 +209,38 @@ class OpenAIProvider:
 
     async def check(self) -> str:
         """`GET /models`: the endpoint answers and accepts the key; spends no tokens."""
+        timeout = aiohttp.ClientTimeout(total=_HEALTH_TIMEOUT_S)
         try:
-            response = await self._client.get(self._models_url, timeout=_HEALTH_TIMEOUT_S)
-        except httpx.HTTPError as exc:
+            async with self._session().get(self._models_url, timeout=timeout) as response:
+                status = response.status
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ProviderUnavailableError(
                 f"{self.where} unreachable: {type(exc).__name__}: {_safe(exc)}"
             ) from exc
-        if not response.is_success:
+        if status >= 300:
             raise ProviderUnavailableError(
-                f"GET {redact_url(self._models_url)} answered {response.status_code}",
-                status=response.status_code,
+                f"GET {redact_url(self._models_url)} answered {status}", status=status
             )
         return f"reachable ({self.where}, model {self.model})"
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
 
 
 def _safe(exc: BaseException) -> str:
-    # httpx puts the request URL (with any credentials in it) into some of its messages.
+    # Client errors put the request URL (with any credentials in it) into their messages.
     return redact_text(str(exc))
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncGenerator[str, None]:
+    """Lines without terminators, of any length (aiohttp's own line reader stops at 64 KiB)."""
+    pending = b""
+    async for chunk in content.iter_any():
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r").decode()
+    if pending:
+        yield pending.removesuffix(b"\r").decode()
