@@ -119,7 +119,9 @@ class MemoryRunStreams:
             raise ValueError(f"entry id {entry_id} is not above the last id {state.last_id}")
         else:
             state.last_id = entry_id
-        entry = StreamEntry(state.last_id, bytes(data))
+        # A copy of exactly its size: orjson's output keeps a 4 KiB buffer behind even a
+        # 50-byte body, and `bytes(data)` would keep that very object.
+        entry = StreamEntry(state.last_id, bytes(memoryview(data)))
         if len(state.entries) >= self._maxlen:
             self._trim_oldest(state)
         state.entries.append(entry)

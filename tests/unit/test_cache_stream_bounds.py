@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections import Counter
+
+import orjson
 
 from soma.cache.memory_streams import ENTRY_OVERHEAD_BYTES, MemoryRunStreams
 
@@ -115,3 +118,23 @@ async def test_an_evicted_live_stream_continues_with_its_next_id() -> None:
     assert await streams.append("run", b"next", 1_000_002) == 1_000_002
     entries = await streams.read("run", 1_000_001)
     assert [(e.id, e.data) for e in entries] == [(1_000_002, b"next")]
+
+
+async def test_entries_cost_their_size_not_the_encoders_buffer() -> None:
+    # orjson returns each body inside a 4 KiB allocation; kept as is, a run's few events
+    # cost ~25 KB (finding 5 of issue 10). Entries must hold right-sized copies.
+    streams = bounded(ManualClock(), maxlen=10_000)
+    sizes = 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(1, 2001):
+            body = orjson.dumps({"type": "message.delta", "text": str(index)})
+            sizes += len(body)
+            await streams.append("run", body, index)
+        del body
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2000 * 400, f"{held / 2000:.0f} bytes per entry"
+    assert streams.total_bytes == sizes + 2000 * ENTRY_OVERHEAD_BYTES
