@@ -50,7 +50,8 @@ class MemoryKeyValue:
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         check_ttl(ttl_s)
         expires = math.inf if ttl_s is None else self._clock() + ttl_s
-        self._items[key] = (bytes(value), expires)
+        # A right-sized copy: encoders such as orjson return small bodies in 4 KiB buffers.
+        self._items[key] = (bytes(memoryview(value)), expires)
         if self._sweeper.due():
             now = self._clock()
             for stale in [k for k, (_, exp) in self._items.items() if exp <= now]:
