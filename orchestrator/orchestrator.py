@@ -138,7 +138,8 @@ class SomaOrchestrator:
         for state in states:
             self.metrics.service_up.labels(state.name).set(0)
         try:
-            sock = _listen(self.settings.http.host, self.settings.http.port)
+            http = self.settings.http
+            sock = _listen(http.host, http.port, reuse_port=http.reuse_port)
         except OSError as exc:
             _log.error(
                 "startup failed: http: cannot listen on %s:%d: %s",
@@ -231,10 +232,12 @@ class SomaOrchestrator:
             _log.error("http server did not stop within the shutdown timeout")
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(2048)

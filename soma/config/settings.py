@@ -37,6 +37,9 @@ class HttpSettings(_Section):
     """Connections over `max_connections` that may still reach `/v1/health*` (probes)."""
     docs: bool = True
     """Serve `/docs` and `/openapi.json`."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, so several API replicas on one host share `port` (the kernel
+    spreads connections over them; see docs/architecture.md, "Process shapes")."""
 
 
 class DatabaseSettings(_Section):

@@ -22,7 +22,8 @@ class Envelope(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump())
+        # The fields are plain JSON values already: no need for model_dump's conversions.
+        return orjson.dumps(self.__dict__)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:

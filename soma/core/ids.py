@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-import uuid
 
 
 def new_id() -> str:
@@ -17,7 +16,7 @@ def new_id() -> str:
     value |= ((rand >> 62) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value).hex
+    return f"{value:032x}"  # as uuid.UUID(int=value).hex, without building the UUID
 
 
 def worker_id() -> str:

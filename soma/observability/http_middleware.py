@@ -27,6 +27,7 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.tracer = tracer
         self.access_log = access_log
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,18 +60,18 @@ class RequestContextMiddleware:
                 span.set_status(Status(StatusCode.ERROR))
                 raise
             finally:
-                if status >= 500:
-                    # The gateway's error boundary answered in the app's stead.
-                    span.set_status(Status(StatusCode.ERROR))
                 route = _route_template(scope)
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.request.method", method)
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                span.set_attribute("soma.request_id", request_id)
+                if span.is_recording():
+                    if status >= 500:
+                        # The gateway's error boundary answered in the app's stead.
+                        span.set_status(Status(StatusCode.ERROR))
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.request.method", method)
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
+                    span.set_attribute("soma.request_id", request_id)
                 duration = elapsed if elapsed is not None else time.perf_counter() - start
-                self.metrics.http_requests.labels(method, route, str(status)).inc()
-                self.metrics.http_duration.labels(method, route).observe(duration)
+                self._count(method, route, status, duration)
                 if self.access_log:
                     _log.info(
                         "%s %s %d",
@@ -81,6 +82,19 @@ class RequestContextMiddleware:
                     )
                 request_id_var.reset(request_token)
                 service_var.reset(service_token)
+
+
+    def _count(self, method: str, route: str, status: int, duration: float) -> None:
+        # Resolving label children is a locked dict lookup each; a route's are resolved once.
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.metrics.http_requests.labels(method, route, str(status)),
+                self.metrics.http_duration.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(duration)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
