@@ -83,7 +83,6 @@ class RequestContextMiddleware:
                 request_id_var.reset(request_token)
                 service_var.reset(service_token)
 
-
     def _count(self, method: str, route: str, status: int, duration: float) -> None:
         # Resolving label children is a locked dict lookup each; a route's are resolved once.
         key = (method, route, status)
