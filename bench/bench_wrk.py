@@ -37,8 +37,9 @@ from tests.e2e.platform import Platform, free_port, launch
 from tests.e2e.stacks import start_upstream
 
 SHAPES = ("one", "split")
-"""`one`: every service in one process. `split`: an API process (gateway, outbox relay) and a
-worker process (conversation, recovery) on the same servers; distributed stack only."""
+"""`one`: every service in one process. `split`: `--apis` API processes (gateway and outbox
+relay) sharing the port, and a worker process (conversation, recovery), on the same servers;
+distributed stack only."""
 
 LUA = """
 local sessions = {%(sessions)s}
@@ -123,17 +124,24 @@ def parse_wrk(output: str) -> tuple[float, int, dict[str, float], str]:
 
 
 @contextmanager
-def platforms(workdir: Path, env: dict[str, str], shape: str) -> Iterator[list[Platform]]:
+def platforms(
+    workdir: Path, env: dict[str, str], shape: str, apis: int
+) -> Iterator[list[Platform]]:
+    """`one`: one process. `split`: `apis` API processes on one port, then one worker."""
     started: list[Platform] = []
     try:
         if shape == "one":
             started.append(launch(Path(tempfile.mkdtemp(dir=workdir)), env))
         else:
-            api_env = {**env, "SOMA_SERVICES": "gateway,outbox"}
-            worker_env = {**env, "SOMA_SERVICES": "conversation,recovery",
-                          "SOMA_HTTP__PORT": str(free_port())}  # fmt: skip
-            started.append(launch(Path(tempfile.mkdtemp(dir=workdir)), api_env))
-            started[0].wait_healthy(timeout=90)
+            port = str(free_port())
+            api_env = {**env, "SOMA_SERVICES": "gateway", "SOMA_HTTP__PORT": port,
+                       "SOMA_HTTP__REUSE_PORT": "true"}  # fmt: skip
+            for _ in range(apis):
+                api = launch(Path(tempfile.mkdtemp(dir=workdir)), api_env)
+                api.base_url = f"http://127.0.0.1:{port}"
+                started.append(api)
+                api.wait_healthy(timeout=90)
+            worker_env = {**env, "SOMA_SERVICES": "conversation,recovery"}
             started.append(launch(Path(tempfile.mkdtemp(dir=workdir)), worker_env))
         for running in started:
             running.wait_healthy(timeout=90)
@@ -194,7 +202,8 @@ def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir:
     platform_cpu = sum(v for k, v in cpu.seconds.items() if k.startswith("platform"))
     ops = rate * cpu.wall
     lines = [
-        f"== {name} · {args.stack} · shape {args.shape} · {args.connections} connections, "
+        f"== {name} · {args.stack} · shape {args.shape} ({len(group)} processes) · "
+        f"{args.connections} connections, "
         f"{len(sessions)} sessions",
         f"command : {command}",
         f"rate    : {total} requests, {rate:,.0f}/s {errors}",
@@ -216,6 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", choices=("embedded", "distributed"), default="embedded")
     parser.add_argument("--shape", choices=SHAPES, default="one")
+    parser.add_argument("--apis", type=int, default=1, help="API processes in --shape split")
     parser.add_argument("--measure", action="append", choices=("accept", "turns"))
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
@@ -238,7 +248,7 @@ def main() -> None:
             env = {**QUIET, **model, **backend_env(), **extra}
             if name == "accept" and args.shape == "one":
                 env.setdefault("SOMA_SERVICES", "gateway")
-            with platforms(workdir, env, args.shape) as group:
+            with platforms(workdir, env, args.shape, args.apis) as group:
                 print(measure(name, args, group, workdir, upstream.process.pid), flush=True)
 
 
