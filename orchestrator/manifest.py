@@ -65,7 +65,7 @@ def _gateway(ctx: ServiceContext) -> Service:
     runs = RunsContext(
         database=database,
         store=store,
-        sessions=SessionDirectory(store, runtime.session_cache_ttl_s),
+        sessions=SessionDirectory(store, runtime.agent_cache_ttl_s),
         streams=cache.streams,
         flags=cache.kv,
         policy=policy,

@@ -196,8 +196,9 @@ class RuntimeSettings(_Section):
     drain_timeout_s: float = Field(default=10.0, ge=0)
     """On shutdown, how long in-flight runs may finish before they are handed back."""
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
-    session_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
-    """How long a gateway reuses a session's agent lookup when accepting (0: never)."""
+    agent_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    """How long a gateway reuses an agent it looked up to accept a message (0: never cache):
+    an agent edit reaches other replicas' accepts within this long."""
 
 
 class Settings(BaseSettings):

@@ -1,9 +1,10 @@
-"""Session → agent lookups for the accept path, cached briefly in this process.
+"""Session → agent lookups for the accept path, cached in this process.
 
 Accepting a message needs the session's agent (for policy and its concurrency rule) before
-the accepting transaction. Caching the pair for `ttl_s` makes accept one round trip; the
-transaction itself refuses a session deleted meanwhile, so the cache can only be stale about
-agent settings, and for at most `ttl_s` (a deleted agent fails the run when it starts).
+the accepting transaction. What a session contributes never changes (its tenant and agent),
+and the transaction itself refuses a session deleted meanwhile, so sessions are cached for
+long; agents can be edited, so an agent is reused for at most `agent_ttl_s` (a deleted agent
+then fails the run when it starts). With both cached, accept is one round trip.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from soma.storage.repositories.agents import Agent
 from soma.storage.repositories.sessions import Session
 
 Found = tuple[Session, Agent | None]
+SESSION_TTL_S = 300.0
 
 
 class SessionLookup(Protocol):
@@ -27,32 +29,39 @@ class SessionDirectory:
     def __init__(
         self,
         lookup: SessionLookup,
-        ttl_s: float,
+        agent_ttl_s: float,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lookup = lookup
-        self._ttl_s = ttl_s
+        self._agent_ttl_s = agent_ttl_s
         self._max = max_entries
         self._clock = clock
-        self._entries: OrderedDict[tuple[str, str], tuple[float, Found]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str, str], tuple[float, Session]] = OrderedDict()
+        self._agents: dict[tuple[str, str], tuple[float, Agent]] = {}
 
     async def get(self, tenant_id: str, session_id: str) -> Found | None:
-        key = (tenant_id, session_id)
-        entry = self._entries.get(key)
-        now = self._clock()
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        key, now = (tenant_id, session_id), self._clock()
+        cached = self._sessions.get(key)
+        if cached is not None and cached[0] > now:
+            known = self._agents.get((tenant_id, cached[1].agent_id))
+            if known is not None and known[0] > now:
+                return cached[1], known[1]
         found = await self._lookup.session_agent(tenant_id, session_id)
         if found is None:
-            self._entries.pop(key, None)
+            self.forget(tenant_id, session_id)
             return None
-        if self._ttl_s > 0:
-            self._entries[key] = (now + self._ttl_s, found)
-            self._entries.move_to_end(key)
-            if len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+        if self._agent_ttl_s > 0:
+            session, agent = found
+            self._sessions[key] = (now + SESSION_TTL_S, session)
+            self._sessions.move_to_end(key)
+            if len(self._sessions) > self._max:
+                self._sessions.popitem(last=False)
+            if agent is not None:
+                self._agents[(tenant_id, agent.id)] = (now + self._agent_ttl_s, agent)
+                if len(self._agents) > self._max:
+                    self._agents.clear()  # agents are few; a flood of them just refills
         return found
 
     def forget(self, tenant_id: str, session_id: str) -> None:
-        self._entries.pop((tenant_id, session_id), None)
+        self._sessions.pop((tenant_id, session_id), None)
