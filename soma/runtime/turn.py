@@ -16,6 +16,7 @@ from soma.config.settings import LLMSettings, RuntimeSettings
 from soma.core.clock import utcnow
 from soma.core.events import Envelope
 from soma.core.ids import new_id
+from soma.llm.errors import public_error
 from soma.llm.types import ChatChunk, ChatRequest, Usage
 from soma.runs.commands import finish_run, run_request
 from soma.runs.events import EventType, RunStatus
@@ -140,8 +141,10 @@ class Turn:
             raise
         except Exception as exc:
             handle.interruptible = False
-            _log.warning("run %s failed: %s", self.run_id, exc)
-            await self._finish(journal, run, RunStatus.FAILED, _one_line(exc))
+            # The operator's log gets the upstream's own words; the tenant a sentence without
+            # addresses (run.error is visible to every chat key of the tenant).
+            _log.warning("run %s failed: %s", self.run_id, _one_line(exc))
+            await self._finish(journal, run, RunStatus.FAILED, public_error(exc))
             return
         handle.interruptible = False
         await self._complete(claimed, journal, reply)

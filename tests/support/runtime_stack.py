@@ -64,6 +64,7 @@ def runtime_settings(
     runtime: Mapping[str, Any] | None = None,
     models: Mapping[str, Mapping[str, Any]] | None = None,
     retries: int = 2,
+    llm: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Small, fast settings; the default model `scripted` talks to the scripted upstream."""
     declared: dict[str, Any] = {
@@ -76,7 +77,7 @@ def runtime_settings(
         bus={"retry_backoff_s": 0.05, "retry_backoff_max_s": 0.5},
         outbox={"poll_interval_s": 0.2},
         cache={"url": "memory://"},
-        llm={"default_model": SCRIPTED, "models": declared, "retries": retries},
+        llm={"default_model": SCRIPTED, "models": declared, "retries": retries, **(llm or {})},
         runtime={
             "lease_s": 2.0,
             "recovery_interval_s": 600.0,
