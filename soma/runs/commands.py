@@ -33,6 +33,8 @@ class Accepted:
     message: Message
     run: Run
     events: list[RunEvent]
+    replayed: bool = False
+    """The message's idempotency key was used before: this is that earlier acceptance."""
 
 
 def run_request(run: Run) -> OutgoingMessage:
@@ -61,26 +63,41 @@ async def accept_message(
     agent: Agent,
     content: str,
     metadata: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> Accepted:
     """Write the user message, the queued run, `run.queued` and its request: one transaction.
 
+    A client's `idempotency_key` (per session) makes a retry return the first acceptance.
     NotFoundError: the session is gone. ConflictError: the agent rejects concurrent runs and
-    this session has an active one.
+    this session has an active one, or the key was used for a different message.
     """
-    return await accept(store, acceptance(session, agent, content, metadata))
+    written = acceptance(session, agent, content, metadata, idempotency_key)
+    return await accept(store, written)
 
 
 async def accept(store: RunStore, acceptance: Acceptance) -> Accepted:
-    seq = await store.accept(acceptance)
-    message = replace(acceptance.message, seq=seq)
-    return Accepted(message=message, run=acceptance.run, events=[acceptance.queued])
+    """ConflictError also when an idempotency key comes back with a different message."""
+    stored = await store.accept(acceptance)
+    if stored.id == acceptance.message.id:
+        return Accepted(message=stored, run=acceptance.run, events=[acceptance.queued])
+    if stored.content != acceptance.message.content or stored.run_id is None:
+        raise ConflictError("this Idempotency-Key was already used for a different message")
+    run = replace(acceptance.run, id=stored.run_id, message_id=stored.id)
+    return Accepted(message=stored, run=run, events=[], replayed=True)
 
 
 def acceptance(
-    session: Session, agent: Agent, content: str, metadata: dict[str, Any] | None = None
+    session: Session,
+    agent: Agent,
+    content: str,
+    metadata: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> Acceptance:
     """What accepting `content` into `session` writes."""
     now = utcnow()
+    # A client's key is scoped to the session (ids are global, so to its tenant too), and
+    # kept apart from the `<run>:assistant` keys of replies.
+    key = None if idempotency_key is None else f"client:{session.id}:{idempotency_key}"
     message_id, run_id = new_id(), new_id()
     message = Message(
         id=message_id,
@@ -93,7 +110,7 @@ def acceptance(
         tool_call_id=None,
         metadata=dict(metadata or {}),
         seq=0,
-        idempotency_key=None,
+        idempotency_key=key,
         created_at=now,
     )
     run = Run(

@@ -93,9 +93,11 @@ class Finish:
 
 
 class RunStore(Protocol):
-    async def accept(self, acceptance: Acceptance) -> int:
-        """Write message, run, `run.queued` and the request; returns the message's seq.
+    async def accept(self, acceptance: Acceptance) -> Message:
+        """Write message, run, `run.queued` and the request; returns the message as stored.
 
+        When the message carries an idempotency key already used, nothing is written and the
+        message stored under that key comes back instead (its `id` tells them apart).
         NotFoundError: no such live session. ConflictError: `reject_if_active` and the session
         has an unfinished run.
         """

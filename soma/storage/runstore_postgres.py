@@ -39,12 +39,16 @@ _NEXT_QUEUED = f"""(SELECT row_to_json(n) FROM (SELECT {_RUN} FROM runs
 # (The statement's snapshot still shows `u` as it was, hence `runs.id <> u.id`.)
 
 ACCEPT = f"""
-WITH s AS (
+WITH d AS (
+    SELECT {columns(MESSAGE)} FROM messages
+    WHERE $17::text IS NOT NULL AND idempotency_key = $17
+), s AS (
     UPDATE sessions SET last_seq = last_seq + 1
-    WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL RETURNING last_seq
+    WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM d)
+    RETURNING last_seq
 ), m AS (
     INSERT INTO messages ({columns(MESSAGE)})
-    SELECT $3, $2, $1, $4, $5, $6, NULL, NULL, $7, s.last_seq, NULL, $8 FROM s
+    SELECT $3, $2, $1, $4, $5, $6, NULL, NULL, $7, s.last_seq, $17, $8 FROM s
     RETURNING id, seq
 ), r AS (
     INSERT INTO runs (id, tenant_id, session_id, agent_id, message_id, status, attempt,
@@ -57,7 +61,10 @@ WITH s AS (
     INSERT INTO outbox (topic, key, payload, headers, created_at)
     SELECT $13, $14, $15, $16, $8 FROM r
 )
-SELECT m.seq, m.id FROM m"""
+SELECT $3::text, m.seq, NULL::json FROM m
+UNION ALL SELECT $3::text, NULL, row_to_json(d) FROM d"""
+# Each row names the accept it answers ($3, the new message's id): its seq, or the message
+# stored earlier under the same idempotency key (then nothing was written).
 
 CLAIM = f"""
 WITH c AS (
@@ -143,7 +150,7 @@ class PostgresRunStore:
         self._timeout = connect_timeout_s
         self._pool_or_none: asyncpg.Pool | None = None
         self._counts = StatementCounts()
-        self._accepts: Batcher[Acceptance, int] = Batcher(
+        self._accepts: Batcher[Acceptance, Message] = Batcher(
             self._accept_many, max_batch=MAX_BATCH, max_in_flight=IN_FLIGHT
         )
         self._claims: Batcher[Claim, Any] = Batcher(
@@ -174,7 +181,7 @@ class PostgresRunStore:
             raise RuntimeError("the run store is not started")
         return self._pool_or_none
 
-    async def accept(self, acceptance: Acceptance) -> int:
+    async def accept(self, acceptance: Acceptance) -> Message:
         if acceptance.reject_if_active:
             return await self._accept_exclusive(acceptance)
         return await self._accepts.submit(acceptance)
@@ -313,28 +320,33 @@ class PostgresRunStore:
         self._count(trips=1, statements=1, transactions=0)
         return [POSTGRES.event(row) for row in rows]
 
-    async def _accept_many(self, items: list[Acceptance]) -> Sequence[int | BaseException]:
+    async def _accept_many(self, items: list[Acceptance]) -> Sequence[Message | BaseException]:
         async with self._pool.acquire() as conn:
             try:
                 rows = await conn.fetchmany(ACCEPT, [_accept_params(a) for a in items])
             except asyncpg.PostgresError:
                 if len(items) == 1:
                     raise
-                # One bad item must not fail the others: each alone, in its own transaction.
+                # One bad item (or a key raced by another batch) must not fail the others:
+                # each alone, in its own transaction, now seeing what the others committed.
                 return [await _settled(self._accept_one(conn, a)) for a in items]
         self._count(trips=1, statements=len(items), transactions=1)
-        self._signal.notify()  # this replica's relay need not wait for the NOTIFY
-        seqs = {row[1]: row[0] for row in rows}
-        return [seqs.get(a.message.id) or _session_missing(a) for a in items]
+        answers = {row[0]: row for row in rows}
+        stored = [_stored(a, answers.get(a.message.id)) for a in items]
+        written = zip(stored, items, strict=True)
+        if any(isinstance(m, Message) and m.id == a.message.id for m, a in written):
+            self._signal.notify()  # this replica's relay need not wait for the NOTIFY
+        return stored
 
-    async def _accept_one(self, conn: asyncpg.Connection, item: Acceptance) -> int:
+    async def _accept_one(self, conn: asyncpg.Connection, item: Acceptance) -> Message:
         row = await conn.fetchrow(ACCEPT, *_accept_params(item))
         self._count(trips=1, statements=1, transactions=1)
-        if row is None:
-            raise _session_missing(item)
-        return int(row[0])
+        stored = _stored(item, row)
+        if isinstance(stored, BaseException):
+            raise stored
+        return stored
 
-    async def _accept_exclusive(self, item: Acceptance) -> int:
+    async def _accept_exclusive(self, item: Acceptance) -> Message:
         """`reject` agents: lock the session row, then look for an unfinished run."""
         session_id, tenant_id = item.message.session_id, item.message.tenant_id
         async with self._pool.acquire() as conn, conn.transaction():
@@ -346,6 +358,12 @@ class PostgresRunStore:
             )
             if locked is None:
                 raise _session_missing(item)
+            key = item.message.idempotency_key
+            earlier = key and await conn.fetchrow(
+                f"SELECT {columns(MESSAGE)} FROM messages WHERE idempotency_key = $1", key
+            )
+            if earlier:
+                return POSTGRES.message(earlier)
             if await conn.fetchrow(
                 "SELECT 1 FROM runs WHERE session_id = $1 AND finished_at IS NULL LIMIT 1",
                 session_id,
@@ -402,7 +420,17 @@ class PostgresRunStore:
 def _accept_params(a: Acceptance) -> tuple[Any, ...]:
     m, r, q, o = a.message, a.run, a.queued, a.request
     return (m.session_id, m.tenant_id, m.id, r.id, m.role, m.content, m.metadata, m.created_at,
-            r.agent_id, q.id, q.type, q.data, o.topic, o.key, o.value, dict(o.headers))  # fmt: skip
+            r.agent_id, q.id, q.type, q.data, o.topic, o.key, o.value, dict(o.headers),
+            m.idempotency_key)  # fmt: skip
+
+
+def _stored(item: Acceptance, row: Any) -> Message | BaseException:
+    """The accept's answer row: the new message numbered, or the one stored under its key."""
+    if row is None:
+        return _session_missing(item)
+    if row[2] is not None:
+        return POSTGRES.message([row[2][c] for c in MESSAGE])
+    return replace(item.message, seq=row[1])
 
 
 def _complete_params(c: Completion) -> tuple[Any, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,11 @@ class SqliteRunStore:
         """Park the writer thread while another connection of this process writes."""
         return self._writer.exclusive()
 
-    async def accept(self, acceptance: Acceptance) -> int:
-        seq = await self._writer.run(lambda conn: _accept(conn, acceptance))
-        self._signal.notify()
-        return seq
+    async def accept(self, acceptance: Acceptance) -> Message:
+        stored = await self._writer.run(lambda conn: _accept(conn, acceptance))
+        if stored.id == acceptance.message.id:
+            self._signal.notify()
+        return stored
 
     async def claim(self, claim: Claim) -> Claimed | None:
         tenant_id, run_id = claim.tenant_id, claim.run_id
@@ -300,8 +302,16 @@ class SqliteRunStore:
         return await self._reader.run(job)
 
 
-def _accept(conn: sqlite3.Connection, a: Acceptance) -> int:
+def _accept(conn: sqlite3.Connection, a: Acceptance) -> Message:
     message, run = a.message, a.run
+    if message.idempotency_key is not None:
+        existing = _one(
+            conn,
+            f"SELECT {columns(MESSAGE)} FROM messages WHERE idempotency_key = ?",
+            (message.idempotency_key,),
+        )
+        if existing is not None:
+            return SQLITE.message(existing)
     row = _one(conn, _NEXT_SEQ, (message.session_id, message.tenant_id))
     if row is None:
         raise NotFoundError(f"session {message.session_id} not found")
@@ -323,7 +333,7 @@ def _accept(conn: sqlite3.Connection, a: Acceptance) -> int:
     )
     _event(conn, run.id, run.tenant_id, a.queued, at)
     _outbox(conn, a.request, at)
-    return seq
+    return replace(message, seq=seq)
 
 
 def _end(

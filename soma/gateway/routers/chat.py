@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,7 @@ from soma.runs.journal import publish
 from soma.runs.views import message_json, run_json
 
 MAX_CONTENT_CHARS = 100_000
+MAX_IDEMPOTENCY_KEY = 200
 WAIT_MARGIN_S = 30.0
 RETRY_AFTER_S = "5"
 JSON = "application/json"
@@ -56,6 +57,17 @@ def chat_router(ctx: RunsContext) -> APIRouter:
         principal: ChatCaller,
         wait: Annotated[bool, Query()] = False,
         stream: Annotated[bool, Query()] = False,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                min_length=1,
+                max_length=MAX_IDEMPOTENCY_KEY,
+                pattern=r"^[\x21-\x7e]+$",
+                description="Retrying with the same key (per session) returns the first "
+                "acceptance instead of sending the message again.",
+            ),
+        ] = None,
     ) -> Response:
         if wait and stream:
             raise unprocessable("choose one of wait=true and stream=true")
@@ -92,25 +104,28 @@ def chat_router(ctx: RunsContext) -> APIRouter:
             body.metadata
         )  # fmt: skip
         try:
-            accepted = await accept_message(ctx.store, session, agent, body.content, metadata)
+            accepted = await accept_message(
+                ctx.store, session, agent, body.content, metadata, idempotency_key
+            )
         except ConflictError as exc:
             raise conflict(str(exc)) from None
         except NotFoundError:
             ctx.sessions.forget(tenant_id, session_id)
             raise not_found("session", session_id) from None
-        run = accepted.run
-        await publish(ctx.streams, run.id, accepted.events)
-        ctx.metrics.accepted.inc()
+        run, fresh = accepted.run, not accepted.replayed
+        if fresh:
+            await publish(ctx.streams, run.id, accepted.events)
+            ctx.metrics.accepted.inc()
         if stream:
             return StreamingResponse(
-                run_stream(ctx.reader, tenant_id, run.id, 0, ctx.closing, fresh=True),
+                run_stream(ctx.reader, tenant_id, run.id, 0, ctx.closing, fresh=fresh),
                 media_type=SSE_MEDIA_TYPE,
                 headers={**SSE_HEADERS, "X-Run-ID": run.id, "X-Message-ID": accepted.message.id},
             )
         ids = {"message_id": accepted.message.id, "run_id": run.id}
         if wait:
             timeout_s = agent.settings.run_timeout_s + WAIT_MARGIN_S
-            finished = await _wait_finished(ctx, tenant_id, run.id, timeout_s)
+            finished = await _wait_finished(ctx, tenant_id, run.id, timeout_s, fresh)
             if finished is not None:
                 return Response(orjson.dumps(finished), 200, media_type=JSON)
         return Response(orjson.dumps(ids), 202, {"Location": f"/v1/runs/{run.id}"}, media_type=JSON)
@@ -119,13 +134,13 @@ def chat_router(ctx: RunsContext) -> APIRouter:
 
 
 async def _wait_finished(
-    ctx: RunsContext, tenant_id: str, run_id: str, timeout_s: float
+    ctx: RunsContext, tenant_id: str, run_id: str, timeout_s: float, fresh: bool
 ) -> dict[str, Any] | None:
     """`{run, message}` once the run is terminal; None when waiting ran out or the gateway
     drains (the caller then answers 202: the message is accepted either way)."""
 
     async def terminal() -> bool:
-        async for event in ctx.reader.events(tenant_id, run_id, fresh=True):
+        async for event in ctx.reader.events(tenant_id, run_id, fresh=fresh):
             if event is not None and event.terminal:
                 return True
         return False
