@@ -17,3 +17,7 @@ class NotFoundError(SomaError):
 
 class ConflictError(SomaError):
     """The request conflicts with the current state of a resource."""
+
+
+class UnavailableError(SomaError):
+    """A backend (database, cache) cannot serve right now; retrying later may succeed."""

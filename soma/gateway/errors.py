@@ -12,8 +12,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
+from soma.core.errors import UnavailableError
 from soma.gateway.problems import Problem, problem, status_title
 
+UNAVAILABLE_RETRY_AFTER_S = "2"
 MAX_VALIDATION_ERRORS = 50
 """A body with thousands of bad items still gets a bounded answer."""
 
@@ -56,9 +58,17 @@ async def validation_problem(_: Request, exc: RequestValidationError) -> JSONRes
     return problem(422, status_title(422), detail, errors=errors)
 
 
+async def unavailable_problem(_: Request, exc: UnavailableError) -> JSONResponse:
+    """A backend is down: nothing was done, and the client may simply try again."""
+    response = problem(503, status_title(503), str(exc))
+    response.headers["Retry-After"] = UNAVAILABLE_RETRY_AFTER_S
+    return response
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Handlers for HTTP and validation errors, and the Problem schema in the document."""
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(UnavailableError, unavailable_problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     build = app.openapi
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from soma.runs.events import RunEvent, stream_key
@@ -9,6 +11,8 @@ from soma.runs.port import EventStreams, StreamEntryLike
 from soma.runs.store import RunStore
 
 READ_BATCH = 500
+STREAM_RETRY_S = 1.0
+_log = logging.getLogger("soma.runs")
 
 
 class RunEventReader:
@@ -32,7 +36,12 @@ class RunEventReader:
         # appended, so anything the stream lacks at this point sorts after what it has.
         durable = [] if fresh else await self._durable(tenant_id, run_id, last)
         pending = {event.id: event for event in durable}
-        for entry in await self._stream_after(run_id, last):
+        try:
+            live = await self._stream_after(run_id, last)
+        except Exception as exc:  # the cache is down: what follows reads the database
+            _log.warning("run %s: stream unreadable, reading milestones: %s", run_id, exc)
+            live = []
+        for entry in live:
             pending.setdefault(entry.id, RunEvent.decode(entry.id, entry.data))
         for event_id in sorted(pending):
             event = pending[event_id]
@@ -41,9 +50,18 @@ class RunEventReader:
             if event.terminal:
                 return
         while True:
-            entries = await self._streams.read(
-                stream_key(run_id), last, READ_BATCH, block_s=self._heartbeat_s
-            )
+            try:
+                entries = await self._streams.read(
+                    stream_key(run_id), last, READ_BATCH, block_s=self._heartbeat_s
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The cache is down: the database still has every milestone; look there
+                # at a calm pace until the stream answers again.
+                _log.warning("run %s: stream unreadable, reading milestones: %s", run_id, exc)
+                await asyncio.sleep(STREAM_RETRY_S)
+                entries = []
             batch = [RunEvent.decode(e.id, e.data) for e in entries]
             if not batch:
                 # A quiet stream may also mean a lost append or another replica's in-process

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from soma.bus.port import Bus, Delivery
 from soma.bus.topics import CONVERSATION_INBOUND
+from soma.core.errors import UnavailableError
 from soma.core.events import Envelope
 from soma.core.service import Health
 from soma.observability.logging import run_id_var, session_id_var, tenant_id_var
@@ -21,6 +22,8 @@ from soma.runtime.turn import Turn, TurnDeps
 
 _log = logging.getLogger("soma.runtime")
 GROUP = "conversation"
+UNAVAILABLE_FIRST_S = 0.2
+UNAVAILABLE_MAX_S = 5.0
 
 
 class ConversationWorker:
@@ -119,6 +122,21 @@ class ConversationWorker:
         finally:
             self._running.discard(run_id)
 
+    async def _until_served(self, turn: Turn) -> None:
+        """Run the turn; while the database is down, wait and try again rather than fail the
+        delivery (failed deliveries end in the dead-letter topic; an outage is no poison)."""
+        delay = UNAVAILABLE_FIRST_S
+        while True:
+            try:
+                await turn.execute()
+                return
+            except UnavailableError as exc:
+                if self._draining:
+                    raise
+                _log.warning("run %s waits for the database: %s", turn.run_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, UNAVAILABLE_MAX_S)
+
     async def _execute(self, envelope: Envelope, delivery: Delivery) -> None:
         assert envelope.run_id is not None
         tenant_id_var.set(envelope.tenant_id)
@@ -134,7 +152,7 @@ class ConversationWorker:
                 "run", context=parent, kind=SpanKind.CONSUMER
             ) as span:
                 span.set_attribute("soma.run_id", envelope.run_id)
-                await turn.execute()
+                await self._until_served(turn)
                 span.set_attribute("soma.run.outcome", turn.outcome)
         finally:
             self._active.dec()

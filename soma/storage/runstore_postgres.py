@@ -7,17 +7,18 @@ share one explicit transaction (they may add a request for the session's next ru
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 from sqlalchemy.engine import make_url
 
 from soma.bus.outbox import OutboxRecord
-from soma.core.errors import ConflictError, NotFoundError
+from soma.core.errors import ConflictError, NotFoundError, UnavailableError
 from soma.runs.events import ATTEMPT_SPAN, EventType, RunEvent
 from soma.runs.store import Acceptance, Claim, Claimed, Completion, Finish, NextRequest
 from soma.storage.batcher import Batcher
@@ -30,6 +31,30 @@ from soma.storage.rows import AGENT, MESSAGE, POSTGRES, RUN, SESSION, columns
 from soma.storage.sqlite_thread import StatementCounts
 
 MAX_BATCH = 256
+_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+"""Failures of the server or the connection, not of the statement: worth a retry later."""
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _translated(method: F) -> F:
+    """Connection-level failures surface as `UnavailableError` (503, retried by workers)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except _DOWN as exc:
+            raise UnavailableError(f"the database is unavailable: {type(exc).__name__}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
 IN_FLIGHT = 4
 _N = len(RUN)
 _RUN = columns(RUN)
@@ -181,11 +206,13 @@ class PostgresRunStore:
             raise RuntimeError("the run store is not started")
         return self._pool_or_none
 
+    @_translated
     async def accept(self, acceptance: Acceptance) -> Message:
         if acceptance.reject_if_active:
             return await self._accept_exclusive(acceptance)
         return await self._accepts.submit(acceptance)
 
+    @_translated
     async def claim(self, claim: Claim) -> Claimed | None:
         row = await self._claims.submit(claim)
         if row is None:
@@ -205,9 +232,11 @@ class PostgresRunStore:
             ),
         )
 
+    @_translated
     async def complete(self, completion: Completion) -> Run | None:
         return await self._completions.submit(completion)
 
+    @_translated
     async def finish(self, finish: Finish) -> Run | None:
         e = finish.event
         params = (finish.tenant_id, finish.run_id, finish.status, finish.error,
@@ -220,6 +249,7 @@ class PostgresRunStore:
             self._signal.notify()
         return run
 
+    @_translated
     async def renew_leases(
         self, owner: str, run_ids: Collection[str], lease_until: datetime
     ) -> set[str]:
@@ -235,6 +265,7 @@ class PostgresRunStore:
         self._count(trips=1, statements=1, transactions=1)
         return {row[0] for row in rows}
 
+    @_translated
     async def hand_back(self, tenant_id: str, run_id: str, owner: str) -> bool:
         row = await self._pool.fetchrow(
             "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL "
@@ -246,6 +277,7 @@ class PostgresRunStore:
         )
         return row is not None
 
+    @_translated
     async def fetch_outbox(self, limit: int) -> list[OutboxRecord]:
         rows = await self._pool.fetch(
             "SELECT id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL "
@@ -255,11 +287,13 @@ class PostgresRunStore:
         self._count(trips=1, statements=1, transactions=0)
         return [OutboxRecord(r[0], r[1], r[2], bytes(r[3]), dict(r[4])) for r in rows]
 
+    @_translated
     async def count_outbox(self) -> int:
         count = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         self._count(trips=1, statements=1, transactions=0)
         return int(count)
 
+    @_translated
     async def prune_outbox(self, sent_before: datetime, limit: int) -> int:
         status = await self._pool.execute(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < $1 "
@@ -269,12 +303,14 @@ class PostgresRunStore:
         )
         return int(status.split()[-1])
 
+    @_translated
     async def mark_outbox_sent(self, ids: Sequence[int], at: datetime) -> None:
         await self._pool.execute(
             "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", at, list(ids)
         )
         self._count(trips=1, statements=1, transactions=1)
 
+    @_translated
     async def session_agent(
         self, tenant_id: str, session_id: str
     ) -> tuple[Session, Agent | None] | None:
@@ -291,6 +327,7 @@ class PostgresRunStore:
         agent = None if row[len(SESSION)] is None else POSTGRES.agent(row, len(SESSION))
         return POSTGRES.session(row), agent
 
+    @_translated
     async def run_reply(self, tenant_id: str, run_id: str) -> tuple[Run, Message | None] | None:
         row = await self._pool.fetchrow(
             f"SELECT {columns(RUN, 'r')}, {columns(MESSAGE, 'm')} FROM runs AS r "
@@ -306,6 +343,7 @@ class PostgresRunStore:
         reply = None if row[_N] is None else POSTGRES.message(row, _N)
         return POSTGRES.run(row), reply
 
+    @_translated
     async def events_after(
         self, tenant_id: str, run_id: str, after_id: int, limit: int
     ) -> list[RunEvent]:
@@ -320,6 +358,7 @@ class PostgresRunStore:
         self._count(trips=1, statements=1, transactions=0)
         return [POSTGRES.event(row) for row in rows]
 
+    @_translated
     async def _accept_many(self, items: list[Acceptance]) -> Sequence[Message | BaseException]:
         async with self._pool.acquire() as conn:
             try:
@@ -338,6 +377,7 @@ class PostgresRunStore:
             self._signal.notify()  # this replica's relay need not wait for the NOTIFY
         return stored
 
+    @_translated
     async def _accept_one(self, conn: asyncpg.Connection, item: Acceptance) -> Message:
         row = await conn.fetchrow(ACCEPT, *_accept_params(item))
         self._count(trips=1, statements=1, transactions=1)
@@ -346,6 +386,7 @@ class PostgresRunStore:
             raise stored
         return stored
 
+    @_translated
     async def _accept_exclusive(self, item: Acceptance) -> Message:
         """`reject` agents: lock the session row, then look for an unfinished run."""
         session_id, tenant_id = item.message.session_id, item.message.tenant_id
@@ -371,6 +412,7 @@ class PostgresRunStore:
                 raise ConflictError(f"session {session_id} already has an active run")
             return await self._accept_one(conn, item)
 
+    @_translated
     async def _claim_many(self, items: list[Claim]) -> Sequence[Any]:
         params = [
             (c.tenant_id, c.run_id, c.owner, c.lease_until, c.now, c.max_attempts, c.history_limit)
@@ -382,6 +424,7 @@ class PostgresRunStore:
         claimed = {row[0]: row for row in rows}
         return [claimed.get(c.run_id) for c in items]
 
+    @_translated
     async def _complete_many(self, items: list[Completion]) -> Sequence[Run | None]:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetchmany(COMPLETE, [_complete_params(c) for c in items])
@@ -399,6 +442,7 @@ class PostgresRunStore:
             self._signal.notify()
         return [POSTGRES.run(done[c.run_id]) if c.run_id in done else None for c in items]
 
+    @_translated
     async def _request_next(self, conn: asyncpg.Connection, row: Any, finish: Finish) -> Run:
         request = _next_params(row, finish.next_request, finish.finished_at)
         if request is not None:

@@ -80,59 +80,72 @@ async def _execute(url: str, *statements: str) -> None:
         await engine.dispose()
 
 
-def start_postgres() -> tuple[str, Callable[[], None]]:
-    """Start a throwaway server; return its `postgresql+asyncpg://` URL and a stop function."""
-    bin_dir = _bin_dir()
-    root = Path(tempfile.mkdtemp(prefix="soma-pg-"))
-    if os.geteuid() == 0:
-        # initdb refuses to run as root: the server runs as the postgres OS user.
-        user = _ensure_os_user()
-        os.chown(root, user.pw_uid, user.pw_gid)
-    data, log = root / "data", root / "server.log"
-    port = _free_port()
-    try:
-        _as_postgres(
-            [str(bin_dir / "initdb"), "-D", str(data), "-N", "-A", "trust", "-U", "postgres",
-             "-E", "UTF8", "--no-instructions"]
-        )  # fmt: skip
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    options = (
-        f"-F -p {port} -k {root} -h 127.0.0.1 -c max_connections=300 -c shared_buffers=64MB"
-        " -c synchronous_commit=off -c full_page_writes=off"
-    )
-    stopped = False
+class PostgresServer:
+    """A throwaway server: `halt()` stops it (data kept, like a crash), `resume()` restarts
+    it on the same port, `close()` stops it and deletes everything."""
 
-    def stop() -> None:
-        nonlocal stopped
-        if stopped:
-            return
-        stopped = True
+    def __init__(self) -> None:
+        self._bin = _bin_dir()
+        self._root = Path(tempfile.mkdtemp(prefix="soma-pg-"))
+        if os.geteuid() == 0:
+            # initdb refuses to run as root: the server runs as the postgres OS user.
+            user = _ensure_os_user()
+            os.chown(self._root, user.pw_uid, user.pw_gid)
+        self._data, self._log = self._root / "data", self._root / "server.log"
+        self.port = _free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        self._closed = False
         try:
             _as_postgres(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-            )
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+                [str(self._bin / "initdb"), "-D", str(self._data), "-N", "-A", "trust", "-U",
+                 "postgres", "-E", "UTF8", "--no-instructions"]
+            )  # fmt: skip
+            self.resume()
+        except BaseException:
+            shutil.rmtree(self._root, ignore_errors=True)
+            raise
+        try:
+            # Every database created later copies template1, so each one has pgvector available.
+            asyncio.run(_execute(_on_database(self.url, "template1"), "CREATE EXTENSION vector"))
+        except Exception:
+            self.close()
+            raise
 
-    try:
+    def resume(self) -> None:
+        options = (
+            f"-F -p {self.port} -k {self._root} -h 127.0.0.1 -c max_connections=300"
+            " -c shared_buffers=64MB -c synchronous_commit=off -c full_page_writes=off"
+        )
+        try:
+            _as_postgres(
+                [str(self._bin / "pg_ctl"), "-D", str(self._data), "-l", str(self._log), "-w",
+                 "-t", str(_START_TIMEOUT_S), "-o", options, "start"]
+            )  # fmt: skip
+        except RuntimeError as exc:
+            tail = self._log.read_text(errors="replace")[-2000:] if self._log.exists() else ""
+            raise RuntimeError(f"{exc}\n{tail}") from exc
+
+    def halt(self) -> None:
         _as_postgres(
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t",
-             str(_START_TIMEOUT_S), "-o", options, "start"]
-        )  # fmt: skip
-    except RuntimeError as exc:
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        raise RuntimeError(f"{exc}\n{tail}") from exc
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
-    try:
-        # Every database created later copies template1, so each one has pgvector available.
-        asyncio.run(_execute(_on_database(url, "template1"), "CREATE EXTENSION vector"))
-    except Exception:
-        stop()
-        raise
-    return url, stop
+            [str(self._bin / "pg_ctl"), "-D", str(self._data), "-m", "immediate", "-w", "stop"]
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.halt()
+        except RuntimeError:
+            pass  # already stopped
+        finally:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+
+def start_postgres() -> tuple[str, Callable[[], None]]:
+    """Start a throwaway server; return its `postgresql+asyncpg://` URL and a stop function."""
+    server = PostgresServer()
+    return server.url, server.close
 
 
 def create_database(server_url: str, *, with_vector: bool) -> str:

@@ -112,6 +112,27 @@ def start_redis() -> tuple[str, Callable[[], None]]:
     raise RuntimeError("redis harness: could not start redis-server:\n" + "\n".join(errors))
 
 
+class RedisServer:
+    """A throwaway server that can be stopped and started again on the same port."""
+
+    def __init__(self) -> None:
+        self._root = Path(tempfile.mkdtemp(prefix="soma-redis-"))
+        self.port = _free_port()
+        self.url = _launch(self._root, self.port)
+
+    def halt(self) -> None:
+        _stop(self._root / f"redis-{self.port}.pid")
+
+    def resume(self) -> None:
+        _launch(self._root, self.port)
+
+    def close(self) -> None:
+        try:
+            self.halt()
+        finally:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+
 def flush(url: str) -> None:
     """Empty the URL's database so a test starts from nothing."""
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 import orjson
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from soma.core.errors import ConflictError, NotFoundError
+from soma.core.errors import ConflictError, NotFoundError, UnavailableError
 from soma.gateway.auth.deps import ChatCaller
 from soma.gateway.json_route import JsonRoute
 from soma.gateway.problems import conflict, not_found, unprocessable
@@ -22,6 +23,7 @@ from soma.runs.commands import accept_message
 from soma.runs.journal import publish
 from soma.runs.views import message_json, run_json
 
+_log = logging.getLogger("soma.gateway.chat")
 MAX_CONTENT_CHARS = 100_000
 MAX_IDEMPOTENCY_KEY = 200
 WAIT_MARGIN_S = 30.0
@@ -154,10 +156,16 @@ async def _wait_finished(
     finally:
         for task in (waiter, closing):
             task.cancel()
-    if waiter not in done or not waiter.result():
-        await asyncio.gather(waiter, return_exceptions=True)
+    outcome = (await asyncio.gather(waiter, return_exceptions=True))[0]
+    if waiter not in done or outcome is not True:
+        if isinstance(outcome, Exception):
+            # The message is accepted whatever happens to the waiting: answer with the 202.
+            _log.warning("waiting for run %s failed: %s", run_id, outcome)
         return None
-    found = await ctx.store.run_reply(tenant_id, run_id)
+    try:
+        found = await ctx.store.run_reply(tenant_id, run_id)
+    except UnavailableError:
+        return None
     if found is None:
         return None
     run, reply = found
