@@ -201,6 +201,51 @@ class RuntimeSettings(_Section):
     an agent edit reaches other replicas' accepts within this long."""
 
 
+class SandboxSettings(_Section):
+    """How `python` and `shell` run (soma/tools/sandbox)."""
+
+    isolation: Literal["bubblewrap", "rlimits"] = "bubblewrap"
+    """Required isolation; if the machine cannot give it the tools service is unhealthy.
+    `rlimits` (no namespaces) runs only when configured explicitly."""
+
+
+class HttpFetchSettings(_Section):
+    """The `http_fetch` built-in."""
+
+    allow_hosts: list[str] = []
+    """Hosts or CIDR ranges that may be fetched although private, loopback or link-local."""
+
+
+class McpServerSettings(_Section):
+    """One MCP server whose tools join the catalog as `<name>.<tool>`."""
+
+    command: list[str] | None = None
+    """stdio: the command line of the server process (owned and restarted by the service)."""
+    url: str | None = None
+    """Streamable HTTP: the endpoint URL."""
+    headers: dict[str, SecretStr] = {}
+    env: dict[str, SecretStr] = {}
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs exactly one of command (stdio) and url (http)")
+        return self
+
+
+class ToolsSettings(_Section):
+    call_timeout_s: float = Field(default=60.0, gt=0)
+    max_output_chars: int = Field(default=16_000, ge=256)
+    """The longest tool output a model reads (the rest is cut, and it is told so)."""
+    approval_timeout_s: float = Field(default=3600.0, gt=0)
+    """An approval not decided this long expires as a deny."""
+    workspace_quota_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    max_concurrent_calls: int = Field(default=32, ge=1, le=10_000)
+    sandbox: SandboxSettings = SandboxSettings()
+    http_fetch: HttpFetchSettings = HttpFetchSettings()
+    mcp_servers: dict[str, McpServerSettings] = {}
+
+
 class Settings(BaseSettings):
     """Effective configuration; build it with `soma.config.load_settings`."""
 
@@ -225,6 +270,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    tools: ToolsSettings = ToolsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,1 @@
+"""Tools: the catalog (built-ins and MCP servers), the sandbox, and the tools service."""
