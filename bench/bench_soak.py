@@ -6,7 +6,8 @@ Open loop at `--rate` turns/s against the real `python -m orchestrator.main` and
 scripted upstream; every turn is a POST `?stream=true`, so each run is also read over SSE.
 Prints the platform process's RSS at start, every `--every` messages, once the last turn has
 completed and after `--idle` seconds without traffic, beside the in-process streams' size
-(`soma_cache_stream_bytes`, embedded stack) and the runs completed so far.
+(`soma_cache_stream_bytes` in process; on Redis its used memory and stream keys) and the
+runs completed so far.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 import psutil
 import uvloop
+from redis.asyncio import Redis
 
 from bench.bench_runs import QUIET, Tally, backends, guarded, make_sessions, platform, scrape
 from bench.bench_runs import stream_turn as turn
@@ -35,26 +37,42 @@ REQUEST_TIMEOUT_S = 60.0
 
 
 class Sampler:
-    """One table row per sample: elapsed time, traffic so far, RSS, stream memory."""
+    """One table row per sample: elapsed time, traffic so far, RSS, stream memory (in-process
+    streams from `/metrics`; on Redis, the stream keys and the server's used memory)."""
 
-    def __init__(self, process: psutil.Process, client: httpx.AsyncClient, began: float) -> None:
+    def __init__(
+        self,
+        process: psutil.Process,
+        client: httpx.AsyncClient,
+        began: float,
+        redis: Redis | None,
+    ) -> None:
         self._process = process
         self._client = client
         self._began = began
+        self._redis = redis
         self.rows: list[str] = []
         self.rss: dict[str, float] = {}
+
+    async def _streams(self, metrics: dict[str, float]) -> tuple[str, str]:
+        if self._redis is not None:
+            keys = [k async for k in self._redis.scan_iter(match="soma:st:*", count=1000)]
+            count = sum(1 for k in keys if k.endswith(b"}"))
+            used = int((await self._redis.info("memory"))["used_memory"])
+            return f"redis {used / MB:.1f} MB", str(count)
+        streams, size = metrics.get("soma_cache_streams"), metrics.get("soma_cache_stream_bytes")
+        if streams is None or size is None:
+            return "—", "—"
+        return f"{size / MB:.2f} MB", f"{streams:.0f}"
 
     async def sample(self, label: str, sent: int) -> None:
         rss = self._process.memory_info().rss / MB
         metrics = await scrape(self._client)
-        streams = metrics.get("soma_cache_streams")
-        stream_mb = metrics.get("soma_cache_stream_bytes")
+        size, count = await self._streams(metrics)
         completed = metrics.get('soma_runs_total{outcome="completed"}', 0.0)
-        shown = "—" if streams is None or stream_mb is None else f"{stream_mb / MB:6.2f} MB"
-        count = "—" if streams is None else f"{streams:.0f}"
         row = (
             f"| {label:<22} | {time.perf_counter() - self._began:7.0f} s | {sent:6d} "
-            f"| {completed:6.0f} | {rss:7.1f} MB | {shown:>9} | {count:>7} |"
+            f"| {completed:6.0f} | {rss:7.1f} MB | {size:>16} | {count:>7} |"
         )
         self.rows.append(row)
         self.rss[label] = rss
@@ -68,8 +86,11 @@ async def soak(args: argparse.Namespace, running: Platform) -> str:
     async with httpx.AsyncClient(base_url=running.base_url, timeout=REQUEST_TIMEOUT_S,
                                  headers=auth, limits=limits) as client:  # fmt: skip
         sessions = await make_sessions(client, args.sessions)
-        sampler = Sampler(psutil.Process(running.process.pid), client, time.perf_counter())
-        print("| point | elapsed | sent | completed | RSS | stream bytes | streams |", flush=True)
+        cache_url = running.env.get("SOMA_CACHE__URL", "memory://")
+        redis = Redis.from_url(cache_url) if cache_url.startswith("redis") else None
+        process = psutil.Process(running.process.pid)
+        sampler = Sampler(process, client, time.perf_counter(), redis)
+        print("| point | elapsed | sent | completed | RSS | stream memory | streams |", flush=True)
         print("|---|---|---|---|---|---|---|", flush=True)
         await sampler.sample("start", 0)
         tally = Tally(first_send=time.perf_counter())
@@ -99,6 +120,8 @@ async def soak(args: argparse.Namespace, running: Platform) -> str:
             await asyncio.sleep(min(args.idle_every, left))
             idle = time.perf_counter() - idle_began
             await sampler.sample(f"idle {idle:.0f} s", sent)
+        if redis is not None:
+            await redis.aclose()
     start, end = sampler.rss["start"], list(sampler.rss.values())[-1]
     done = sampler.rss[f"all {args.messages} done"]
     per_message = (done - start) * MB / max(args.messages, 1) / 1024
