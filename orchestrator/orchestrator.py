@@ -149,10 +149,16 @@ class SomaOrchestrator:
             )
             return EXIT_STARTUP_FAILED
         server = self._server(states)
-        serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        # Replicas sharing a port (SO_REUSEPORT) listen only once ready: the kernel would hand
+        # a listening-but-starting replica its share of connections, to answer 503.
+        serve_now = not http.reuse_port
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="http") if serve_now else (
+            None
+        )  # fmt: skip
         host, port = sock.getsockname()[:2]
         self.address = (host, port)
-        _log.info("listening on http://%s:%d", host, port)
+        if serve_now:
+            _log.info("listening on http://%s:%d", host, port)
 
         starting = asyncio.create_task(lifecycle.start_all(), name="startup")
         stop_wait = asyncio.create_task(self._stop.wait())
@@ -171,6 +177,9 @@ class SomaOrchestrator:
                 return EXIT_STARTUP_FAILED
             raise failure
         self._started = True
+        if serving is None:
+            serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+            _log.info("listening on http://%s:%d (port shared with other replicas)", host, port)
         _log.info(
             "ready",
             extra={
@@ -222,7 +231,9 @@ class SomaOrchestrator:
         )
         return _Server(config)
 
-    async def _stop_server(self, server: _Server, serving: asyncio.Task[None]) -> None:
+    async def _stop_server(self, server: _Server, serving: asyncio.Task[None] | None) -> None:
+        if serving is None:
+            return
         server.should_exit = True
         try:
             await asyncio.wait_for(serving, timeout=self.settings.shutdown_timeout)

@@ -109,9 +109,7 @@ async def _send_spread(platform: Platform, key: str, sessions: list[str]) -> lis
             sent = []
             for index in range(PER_SESSION):
                 content = f"message {index} of {session}"
-                response = await client.post(
-                    f"/v1/sessions/{session}/messages", json={"content": content}
-                )
+                response = await _post_retrying(client, session, content, f"m{index}")
                 body = response.json() if response.status_code == 202 else {}
                 sent.append({"session": session, "status": response.status_code, **body})
                 await asyncio.sleep(SEND_GAP_S)
@@ -119,6 +117,24 @@ async def _send_spread(platform: Platform, key: str, sessions: list[str]) -> lis
 
         batches = await asyncio.gather(*(session_messages(s) for s in sessions))
     return [item for batch in batches for item in batch]
+
+
+async def _post_retrying(
+    client: httpx.AsyncClient, session: str, content: str, key: str
+) -> httpx.Response:
+    """As a careful client does: a POST cut on the wire (a keep-alive connection the server
+    closed as it was reused) is sent again with the same Idempotency-Key, never duplicated."""
+    for attempt in range(3):
+        try:
+            return await client.post(
+                f"/v1/sessions/{session}/messages",
+                json={"content": content},
+                headers={"Idempotency-Key": key},
+            )
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def llm_health(api: Api) -> dict[str, Any]:
