@@ -164,6 +164,8 @@ runs = Table(
     Column("finished_at", UTCDateTime(), nullable=True),
     # The seq of the run's user message: a session's runs execute one at a time in this order.
     _counter("seq"),
+    # Tool steps taken: claims that continue after one are not retries (max_attempts).
+    _counter("steps"),
     Index(None, "status", "lease_expires_at"),
     Index(None, "session_id", "created_at"),
     Index(None, "tenant_id", "id"),
@@ -208,7 +210,12 @@ tool_calls = Table(
     Column("approval_id", String(ID_LENGTH), nullable=True),
     _created(),
     Column("finished_at", UTCDateTime(), nullable=True),
+    Column("started_at", UTCDateTime(), nullable=True),
+    # The call's place in its step, and the first of the event ids its events take.
+    _counter("position"),
+    Column("event_base", BIG_ID, nullable=False, server_default=text("0")),
     UniqueConstraint("run_id", "call_id"),
+    Index(None, "run_id"),
 )
 
 approvals = Table(
