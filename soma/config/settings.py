@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -209,11 +211,36 @@ class SandboxSettings(_Section):
     `rlimits` (no namespaces) runs only when configured explicitly."""
 
 
+_ALLOW_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
 class HttpFetchSettings(_Section):
     """The `http_fetch` built-in."""
 
     allow_hosts: list[str] = []
     """Hosts or CIDR ranges that may be fetched although private, loopback or link-local."""
+    max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    """Response body read per fetch; the rest is not downloaded (the model is told)."""
+    timeout_s: float = Field(default=20.0, gt=0)
+    """The whole fetch: lookups, connects, redirects and body (a call's own budget may cut it)."""
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    user_agent: str = "SomaAgent01-http_fetch/0.1"
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _hosts_or_networks(cls, value: list[str]) -> list[str]:
+        entries = []
+        for entry in value:
+            entry = entry.strip().lower().rstrip(".")
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _ALLOW_HOST.fullmatch(entry):
+                    raise ValueError(
+                        f"allow_hosts: {entry!r} is not a host name, `*.domain`, address or CIDR"
+                    ) from None
+            entries.append(entry)
+        return entries
 
 
 class McpServerSettings(_Section):
