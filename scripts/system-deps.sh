@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages the integration tests (and the wrk-driven benchmarks) need (PostgreSQL+pgvector and the Kafka-protocol broker
+# Debian packages the integration tests (and the wrk-driven benchmarks, the tools' sandbox) need (PostgreSQL+pgvector and the Kafka-protocol broker
 # come from PyPI wheels, see pyproject.toml).
 set -euo pipefail
 missing=()
@@ -7,6 +7,10 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v g++ >/dev/null || missing+=(g++)
 command -v wrk >/dev/null || missing+=(wrk)
+# The python/shell tools' sandbox (bubblewrap namespaces); the rlimits-level tests, run as root,
+# need an interpreter an unprivileged uid can read (Debian's, not one under /root).
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+[ -x /usr/bin/python3 ] || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -209,6 +209,26 @@ class SandboxSettings(_Section):
     isolation: Literal["bubblewrap", "rlimits"] = "bubblewrap"
     """Required isolation; if the machine cannot give it the tools service is unhealthy.
     `rlimits` (no namespaces) runs only when configured explicitly."""
+    bwrap: Path = Path("/usr/bin/bwrap")
+    """The bubblewrap binary (Debian package `bubblewrap`)."""
+    python: Path | None = None
+    """Interpreter of the `python` tool (run with `-I -S`); unset: the one the platform runs on."""
+    cpu_s: int = Field(default=30, ge=1, le=3600)
+    """RLIMIT_CPU of each sandboxed process."""
+    memory_bytes: int = Field(default=1 << 30, ge=64 << 20)
+    """RLIMIT_AS of each sandboxed process."""
+    max_file_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    """RLIMIT_FSIZE: the largest file a call may write."""
+    max_processes: int = Field(default=32, ge=4, le=4096)
+    """RLIMIT_NPROC: processes and threads one call may have at once."""
+    max_open_files: int = Field(default=256, ge=32, le=65536)
+    max_output_bytes: int = Field(default=1 << 20, ge=4096)
+    """stdout plus stderr of one call; past this the call is killed."""
+    tmp_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    """Size of the private /tmp (memory-backed) under bubblewrap."""
+    uid_base: int = Field(default=2_100_000_000, ge=1000, le=2_140_000_000)
+    """When the platform runs as root, calls run as uids from here on, one per busy workspace
+    (never root: the kernel does not apply RLIMIT_NPROC to uid 0)."""
 
 
 _ALLOW_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")

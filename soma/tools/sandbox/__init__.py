@@ -1,0 +1,1 @@
+"""The sandbox the `python` and `shell` built-ins run in (bubblewrap namespaces, rlimits)."""
