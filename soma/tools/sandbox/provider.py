@@ -67,6 +67,11 @@ class SandboxProvider:
         """The isolation level calls run under (the configured one, or none at all)."""
         return self._config.isolation
 
+    @property
+    def uid_range(self) -> range | None:
+        """The uids calls run as (the platform runs as root), else None: its own."""
+        return self._uids.range if self._uids is not None else None
+
     def describe(self) -> dict[str, Any]:
         """The isolation in force, for `GET /v1/tools` and health."""
         bwrap = self.isolation == "bubblewrap"
