@@ -89,7 +89,9 @@ class SandboxWorld:
 
 
 @asynccontextmanager
-async def sandbox_world(tmp_path: Path, level: str, **overrides: Any) -> AsyncIterator[SandboxWorld]:
+async def sandbox_world(
+    tmp_path: Path, level: str, **overrides: Any
+) -> AsyncIterator[SandboxWorld]:
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
     (data_dir / "soma.db").write_text(SECRET)
@@ -98,8 +100,6 @@ async def sandbox_world(tmp_path: Path, level: str, **overrides: Any) -> AsyncIt
     provider = SandboxProvider(settings, protected=[data_dir])
     await provider.start()
     try:
-        yield SandboxWorld(
-            provider, level, data_dir, Workspaces(data_dir / "workspaces", 10 << 20)
-        )
+        yield SandboxWorld(provider, level, data_dir, Workspaces(data_dir / "workspaces", 10 << 20))
     finally:
         await provider.stop()
