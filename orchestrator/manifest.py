@@ -16,6 +16,7 @@ from soma.core.ids import worker_id
 from soma.gateway.directory import SessionDirectory
 from soma.gateway.routers.chat import chat_router
 from soma.gateway.routers.runs import runs_router
+from soma.gateway.routers.tools import tools_router
 from soma.gateway.runs_view import ChatMetrics, RunsContext
 from soma.gateway.service import GatewayService
 from soma.llm import service as llm_service
@@ -27,6 +28,7 @@ from soma.runtime.inflight import InFlight
 from soma.runtime.recovery import RecoveryService
 from soma.runtime.turn import TurnDeps
 from soma.runtime.worker import ConversationWorker
+from soma.tools.published import CatalogReader
 from soma.storage.service import DatabaseService
 
 
@@ -78,7 +80,11 @@ def _gateway(ctx: ServiceContext) -> Service:
         database,
         cache.kv,
         cache.limiter,
-        extra_routers=(chat_router(runs), runs_router(runs)),
+        extra_routers=(
+            chat_router(runs),
+            runs_router(runs),
+            tools_router(database, CatalogReader(cache.kv)),
+        ),
         closing=runs.closing,
     )
 
@@ -93,6 +99,7 @@ def _turn_deps(ctx: ServiceContext) -> TurnDeps:
         store=storage.run_store,
         streams=cache.streams,
         models=ctx.get("llm", LLMService),
+        tools=CatalogReader(cache.kv),
         inflight=InFlight(storage.run_store, cache.kv, owner, runtime.lease_s),
         runtime=runtime,
         llm=ctx.settings.llm,

@@ -195,6 +195,16 @@ async def cancel_run(
             return cancelled
         async with database.read() as uow:
             run = await uow.runs.get(tenant_id, run_id) or run
+    if run.status in (RunStatus.AWAITING_TOOLS, RunStatus.AWAITING_APPROVAL):
+        # No worker holds it: end it now (results still arriving find it finished).
+        journal = RunJournal(streams, run_id, attempt=run.attempt + 1)
+        event = journal.event(EventType.CANCELLED, {"reason": "cancelled"})
+        waiting = (RunStatus.AWAITING_TOOLS, RunStatus.AWAITING_APPROVAL)
+        cancelled = await finish_run(store, journal, run, RunStatus.CANCELLED, waiting, event)
+        if cancelled is not None:
+            return cancelled
+        async with database.read() as uow:
+            run = await uow.runs.get(tenant_id, run_id) or run
     if run.status in (RunStatus.RUNNING, RunStatus.CANCELLING):
         async with database.transaction() as uow:
             updated = await uow.runs.update_status(

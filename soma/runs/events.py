@@ -16,13 +16,23 @@ even when the previous attempt's last ids died with its process."""
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    AWAITING_TOOLS = "awaiting_tools"
+    AWAITING_APPROVAL = "awaiting_approval"
     CANCELLING = "cancelling"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING})
+ACTIVE = frozenset(
+    {
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+        RunStatus.AWAITING_TOOLS,
+        RunStatus.AWAITING_APPROVAL,
+        RunStatus.CANCELLING,
+    }
+)
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 

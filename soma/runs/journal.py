@@ -33,6 +33,12 @@ class RunJournal:
         self._next += 1
         return event
 
+    def reserve(self, count: int) -> int:
+        """Set aside `count` ids (for events others write later); returns the first."""
+        first = self._next
+        self._next += count
+        return first
+
     async def delta(self, text: str) -> None:
         await self.publish([self.event(EventType.DELTA, {"text": text})])
 

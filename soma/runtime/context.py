@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from soma.llm.types import ChatMessage, Role
+from soma.llm.types import ChatMessage, Role, ToolCall
 from soma.storage.repositories.messages import Message
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
-_ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant", "system": "system"}
+_ROLES: dict[str, Role] = {
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+    "tool": "tool",
+}
 
 
 def estimate_tokens(text: str) -> int:
@@ -23,6 +28,7 @@ def build_context(
     """System prompt, then the newest messages (oldest first) that fit in `budget_tokens`.
 
     The last message (the one being answered) is always kept, truncated if it alone is too long.
+    A tool result never starts the context without the call it answers (models refuse that).
     """
     system = [ChatMessage(role="system", content=instructions)] if instructions else []
     remaining = budget_tokens - sum(estimate_tokens(m.content) for m in system)
@@ -31,16 +37,35 @@ def build_context(
         role = _ROLES.get(message.role)
         if role is None:
             continue
-        cost = estimate_tokens(message.content)
+        cost = estimate_tokens(message.content + _calls_text(message))
         if cost > remaining:
             if not chosen:
                 keep = max(remaining - MESSAGE_OVERHEAD_TOKENS, 1) * CHARS_PER_TOKEN
-                chosen.append(ChatMessage(role=role, content=message.content[-keep:]))
+                chosen.append(_chat_message(role, message, message.content[-keep:]))
             break
-        chosen.append(ChatMessage(role=role, content=message.content))
+        chosen.append(_chat_message(role, message, message.content))
         remaining -= cost
     chosen.reverse()
+    while len(chosen) > 1 and chosen[0].role == "tool":
+        chosen.pop(0)
     return system + chosen
+
+
+def _chat_message(role: Role, message: Message, content: str) -> ChatMessage:
+    if role == "tool":
+        return ChatMessage(role="tool", content=content, tool_call_id=message.tool_call_id)
+    calls = tuple(
+        ToolCall(str(call.get("id", "")), str(fn.get("name", "")), str(fn.get("arguments", "")))
+        for call in message.tool_calls or ()
+        if isinstance(fn := call.get("function"), dict)
+    )
+    return ChatMessage(role=role, content=content, tool_calls=calls)
+
+
+def _calls_text(message: Message) -> str:
+    return "".join(
+        str(call.get("function", {})) for call in message.tool_calls or () if isinstance(call, dict)
+    )
 
 
 def turns_before(history: Sequence[Message], run_id: str, user_seq: int) -> list[Message]:
@@ -56,8 +81,9 @@ def turns_before(history: Sequence[Message], run_id: str, user_seq: int) -> list
         if message.role == "user" or message.run_id is None:
             anchor = message.seq
         else:
-            if message.run_id == run_id:
-                continue
+            if message.run_id == run_id and not (message.tool_calls or message.role == "tool"):
+                continue  # a reply to this run from an earlier attempt is not context
+            # A run's tool steps and reply follow its question, whenever they were written.
             anchor = question_seq.get(message.run_id, message.seq)
         if anchor > user_seq:
             continue

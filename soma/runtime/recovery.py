@@ -21,6 +21,8 @@ from soma.storage.database import Database
 from soma.storage.repositories.runs import Run
 
 _log = logging.getLogger("soma.recovery")
+DRIVEN = ACTIVE - {RunStatus.AWAITING_TOOLS, RunStatus.AWAITING_APPROVAL}
+"""Runs a worker drives; a run waiting for tools is the tools service's to re-drive."""
 PAGE = 200
 
 
@@ -118,7 +120,7 @@ class RecoveryService:
             found: list[Run] = []
             cursor: str | None = None
             while True:
-                page = await uow.runs.list(tenant_id, PAGE, cursor, statuses=ACTIVE)
+                page = await uow.runs.list(tenant_id, PAGE, cursor, statuses=DRIVEN)
                 found.extend(page.items)
                 if page.next_cursor is None:
                     return found
@@ -133,8 +135,8 @@ class RecoveryService:
             expected = (RunStatus.CANCELLING,)
             done = await finish_run(self._store, journal, run, RunStatus.CANCELLED, expected, event)
             action = "cancelled" if done else None
-        elif run.status == RunStatus.RUNNING and run.attempt >= self._settings.max_attempts:
-            error = f"gave up after {run.attempt} attempts: the worker lease expired"
+        elif run.status == RunStatus.RUNNING and run.retries + 1 >= self._settings.max_attempts:
+            error = f"gave up after {run.retries + 1} attempts: the worker lease expired"
             event = journal.event(EventType.FAILED, {"error": error})
             expected = (RunStatus.RUNNING,)
             done = await finish_run(

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from soma.bus.port import OutgoingMessage
 from soma.bus.topics import CONVERSATION_OUTBOUND
@@ -16,19 +16,23 @@ from soma.config.settings import LLMSettings, RuntimeSettings
 from soma.core.clock import utcnow
 from soma.core.events import Envelope
 from soma.core.ids import new_id
+from soma.llm.accumulate import ResultBuilder
 from soma.llm.errors import public_error
-from soma.llm.types import ChatChunk, ChatRequest, Usage
+from soma.llm.types import ChatChunk, ChatRequest, ToolSpec, Usage
 from soma.runs.commands import finish_run, run_request
 from soma.runs.events import EventType, RunStatus
 from soma.runs.journal import RunJournal
 from soma.runs.port import EventStreams
 from soma.runs.store import Claim, Claimed, Completion, RunStore, reply_key
+from soma.runs.tool_steps import MAX_CALLS_PER_STEP as MAX_CALLS
+from soma.runs.tool_steps import park_for_tools
 from soma.runs.views import message_json
 from soma.runtime.context import build_context, turns_before
 from soma.runtime.inflight import Handle, InFlight
 from soma.storage.database import Database
 from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
+from soma.tools.published import CatalogReader
 
 _log = logging.getLogger("soma.runtime")
 HISTORY_LIMIT = 200
@@ -48,17 +52,11 @@ class TurnDeps:
     store: RunStore
     streams: EventStreams
     models: ChatModels
+    tools: CatalogReader
     inflight: InFlight
     runtime: RuntimeSettings
     llm: LLMSettings
     owner: str
-
-
-@dataclass
-class _Reply:
-    text: str = ""
-    usage: Usage | None = None
-    model: str | None = None
 
 
 class Turn:
@@ -90,7 +88,7 @@ class Turn:
         journal = RunJournal(deps.streams, self.run_id, run.attempt)
         journal.event(EventType.STARTED)  # the store wrote it (or, out of attempts, skipped it)
         if claimed.started is None:
-            error = f"gave up after {run.attempt - 1} attempts"
+            error = f"gave up after {run.retries} attempts"
             await self._finish(journal, run, RunStatus.FAILED, error)
             return
         await journal.publish([claimed.started])
@@ -121,9 +119,21 @@ class Turn:
             error = f"agent model {agent.model!r} is not configured"
             await self._finish(journal, run, RunStatus.FAILED, error)
             return
+        tools: list[ToolSpec] = []
+        if agent.tools:
+            catalog = await deps.tools.get()
+            if catalog is None:
+                error = "the agent's tools are unavailable: no tools service is running"
+                await self._finish(journal, run, RunStatus.FAILED, error)
+                return
+            tools = [
+                ToolSpec(t.name, t.description, t.parameters)
+                for t in catalog.for_patterns(agent.tools)
+            ]
         history = await self._history(claimed)
         budget = deps.llm.models[agent.model].context_tokens - REPLY_RESERVE_TOKENS
-        request = ChatRequest(messages=build_context(agent.instructions, history, budget))
+        messages = build_context(agent.instructions, history, budget)
+        request = ChatRequest(messages=messages, tools=tools)
         timeout_s = agent.settings.run_timeout_s
         handle.interruptible = True
         try:
@@ -147,7 +157,17 @@ class Turn:
             await self._finish(journal, run, RunStatus.FAILED, public_error(exc))
             return
         handle.interruptible = False
-        await self._complete(claimed, journal, reply)
+        calls = reply.tool_calls()
+        if not calls:
+            await self._complete(claimed, journal, reply)
+        elif run.steps + 1 >= agent.settings.max_steps:
+            error = f"the run reached max_steps ({agent.settings.max_steps}) without an answer"
+            await self._finish(journal, run, RunStatus.FAILED, error)
+        elif len(calls) > MAX_CALLS:
+            error = f"the model asked for {len(calls)} tool calls at once ({MAX_CALLS} max)"
+            await self._finish(journal, run, RunStatus.FAILED, error)
+        else:
+            await self._park(claimed, journal, reply)
 
     async def _history(self, claimed: Claimed) -> list[Message]:
         """The conversation up to this run's question, as the model should see it."""
@@ -164,22 +184,33 @@ class Turn:
                     )
         return [] if user is None else turns_before(history, self.run_id, user.seq)
 
-    async def _generate(self, model: str, request: ChatRequest, journal: RunJournal) -> _Reply:
-        """Stream the reply, publishing deltas; one model call (agents have no tools yet)."""
-        reply = _Reply()
+    async def _generate(
+        self, model: str, request: ChatRequest, journal: RunJournal
+    ) -> ResultBuilder:
+        """One model call: stream its text (as deltas) and collect its tool calls."""
+        reply = ResultBuilder()
         async for chunk in self.deps.models.stream(model, request):
-            if chunk.model:
-                reply.model = chunk.model
-            if chunk.usage is not None:
-                reply.usage = chunk.usage
+            reply.add(chunk)
             if chunk.text:
-                reply.text += chunk.text
                 await journal.delta(chunk.text)
         return reply
 
-    async def _complete(self, claimed: Claimed, journal: RunJournal, reply: _Reply) -> None:
+    async def _park(self, claimed: Claimed, journal: RunJournal, reply: ResultBuilder) -> None:
+        """The model asked for tools: write the step and leave the run to the tools service."""
+        run = claimed.run
+        usage = _usage_json(run.usage, reply.usage)
+        async with self.deps.database.transaction() as uow:
+            parked = await park_for_tools(uow, run, journal, reply.text, reply.tool_calls(), usage)
+        if parked is None:
+            # A cancel landed while the step was being written: it wins.
+            await self._finish(journal, run, RunStatus.CANCELLED)
+            return
+        await journal.publish(parked[1])
+        self.outcome = "awaiting_tools"
+
+    async def _complete(self, claimed: Claimed, journal: RunJournal, reply: ResultBuilder) -> None:
         run, now = claimed.run, utcnow()
-        usage = _usage_json(reply.usage)
+        usage = _usage_json(run.usage, reply.usage)
         message = Message(
             id=new_id(),
             tenant_id=self.tenant_id,
@@ -248,13 +279,16 @@ class Turn:
         )
 
 
-def _usage_json(usage: Usage | None) -> dict[str, int]:
-    if usage is None:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+def _usage_json(before: dict[str, Any] | None, call: Usage | None) -> dict[str, int]:
+    """The run's usage so far (earlier steps) plus this model call's."""
+    prompt = int((before or {}).get("prompt_tokens", 0)) + (call.prompt_tokens if call else 0)
+    completion = int((before or {}).get("completion_tokens", 0)) + (
+        call.completion_tokens if call else 0
+    )
     return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     }
 
 

@@ -12,7 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from soma.bus.port import Bus, Delivery
-from soma.bus.topics import CONVERSATION_INBOUND
+from soma.bus.topics import CONVERSATION_INBOUND, TOOL_RESULTS
 from soma.core.errors import UnavailableError
 from soma.core.events import Envelope
 from soma.core.service import Health
@@ -22,6 +22,7 @@ from soma.runtime.turn import Turn, TurnDeps
 
 _log = logging.getLogger("soma.runtime")
 GROUP = "conversation"
+RESUME_GROUP = "conversation-resume"
 UNAVAILABLE_FIRST_S = 0.2
 UNAVAILABLE_MAX_S = 5.0
 
@@ -62,6 +63,8 @@ class ConversationWorker:
     async def start(self) -> None:
         self._deps.inflight.start()
         await self._bus.subscribe(CONVERSATION_INBOUND, GROUP, self._handle)
+        # A step's last tool result resumes its run: the same request, by another door.
+        await self._bus.subscribe(TOOL_RESULTS, RESUME_GROUP, self._handle)
         self._started = True
 
     async def drain(self) -> None:

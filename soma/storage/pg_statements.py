@@ -53,12 +53,12 @@ WITH c AS (
     RETURNING {_RUN}
 ), s AS (
     UPDATE sessions SET last_seq = last_seq + 1 FROM c
-    WHERE sessions.id = c.session_id AND c.attempt <= $6 RETURNING sessions.last_seq
+    WHERE sessions.id = c.session_id AND c.attempt - c.steps <= $6 RETURNING sessions.last_seq
 ), e AS (
     INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at)
     SELECT c.id, c.attempt * {ATTEMPT_SPAN} + 1, c.tenant_id, 'run.started',
         jsonb_build_object('attempt', c.attempt), $5
-    FROM c WHERE c.attempt <= $6 ON CONFLICT DO NOTHING
+    FROM c WHERE c.attempt - c.steps <= $6 ON CONFLICT DO NOTHING
 )
 SELECT c.*, (SELECT last_seq FROM s),
     (SELECT row_to_json(a) FROM (SELECT {columns(AGENT)} FROM agents

@@ -21,7 +21,7 @@ from soma.storage.repositories.sessions import Session
 
 RUN = ("id", "tenant_id", "session_id", "agent_id", "message_id", "status", "attempt",
        "lease_owner", "lease_expires_at", "usage", "error", "created_at", "started_at",
-       "finished_at")  # fmt: skip
+       "finished_at", "steps")  # fmt: skip
 MESSAGE = ("id", "tenant_id", "session_id", "run_id", "role", "content", "tool_calls",
            "tool_call_id", "metadata", "seq", "idempotency_key", "created_at")  # fmt: skip
 AGENT = ("id", "tenant_id", "name", "instructions", "model", "tools", "memory", "settings",
@@ -70,6 +70,7 @@ class Codec:
             created_at=t(row[at + 11]),
             started_at=t(row[at + 12]),
             finished_at=t(row[at + 13]),
+            steps=row[at + 14],
         )
 
     def message(self, row: Sequence[Any], at: int = 0) -> Message:

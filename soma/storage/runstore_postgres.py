@@ -127,7 +127,7 @@ class PostgresRunStore:
         if row is None:
             return None
         run = POSTGRES.run(row)
-        if run.attempt > claim.max_attempts:
+        if run.attempt - run.steps > claim.max_attempts:
             return Claimed(run, None, [], 0, None)
         agent = row[_N + 1]
         history = row[_N + 2] or []

@@ -110,7 +110,7 @@ class SqliteRunStore:
             if row is None:
                 return None
             run = SQLITE.run(row)
-            if run.attempt > claim.max_attempts:
+            if run.attempt - run.steps > claim.max_attempts:
                 return Claimed(run, None, [], 0, None)
             started = RunEvent(
                 run.attempt * ATTEMPT_SPAN + 1, EventType.STARTED, {"attempt": run.attempt}

@@ -48,6 +48,7 @@ from soma.storage.repositories.run_events import RunEvent
 from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
 from soma.storage.tables import outbox, runs
+from soma.tools.published import CatalogReader
 
 T = TypeVar("T")
 WAIT_S = 20.0
@@ -120,6 +121,7 @@ class RuntimeStack:
             store=self.run_store,
             streams=self.cache.streams,
             models=self.llm,
+            tools=CatalogReader(self.cache.kv),
             inflight=InFlight(self.run_store, self.cache.kv, self.owner, settings.runtime.lease_s),
             runtime=settings.runtime,
             llm=settings.llm,

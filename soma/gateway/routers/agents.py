@@ -53,6 +53,7 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
             run_timeout_s=body.run_timeout_s,
             concurrency=body.concurrency,
             metadata=body.metadata,
+            require_approval=tuple(body.require_approval),
         )
         try:
             async with ctx.database.transaction() as uow:
@@ -98,6 +99,8 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
                         if getattr(body, field) is not None
                     },
                 )
+                if body.require_approval is not None:
+                    settings = replace(settings, require_approval=tuple(body.require_approval))
                 updated = await uow.agents.update(
                     caller.tenant_id,
                     agent.id,

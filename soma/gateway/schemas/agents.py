@@ -15,7 +15,15 @@ MaxSteps = Annotated[int, Field(ge=1, le=50)]
 RunTimeout = Annotated[float, Field(gt=0, le=86_400)]
 Instructions = Annotated[str, Field(max_length=100_000)]
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
-ToolName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ToolName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.:*?\[\]-]+$",
+        description="A tool name or a pattern (`*`, `?`, `[...]`, as in `files`, `demo.*`).",
+    ),
+]
 Tools = Annotated[list[ToolName], Field(max_length=256)]
 Concurrency = Literal["enqueue", "reject"]
 
@@ -39,9 +47,12 @@ class AgentCreate(RequestBody):
     concurrency: Concurrency = "enqueue"
     metadata: Metadata = Field(default_factory=dict)
     tools: Tools = Field(default_factory=list)
+    """Tools the agent may call (names or patterns)."""
+    require_approval: Tools = Field(default_factory=list)
+    """Tools (names or patterns) whose calls wait for a person's approval."""
     memory: bool = False
 
-    @field_validator("tools")
+    @field_validator("tools", "require_approval")
     @classmethod
     def _tools_unique(cls, tools: list[str]) -> list[str]:
         return _unique(tools)
@@ -59,9 +70,10 @@ class AgentUpdate(RequestBody):
     concurrency: Concurrency | SkipJsonSchema[None] = None
     metadata: Metadata | SkipJsonSchema[None] = None
     tools: Tools | SkipJsonSchema[None] = None
+    require_approval: Tools | SkipJsonSchema[None] = None
     memory: bool | SkipJsonSchema[None] = None
 
-    @field_validator("tools")
+    @field_validator("tools", "require_approval")
     @classmethod
     def _tools_unique(cls, tools: list[str] | None) -> list[str] | None:
         return None if tools is None else _unique(tools)
@@ -92,6 +104,7 @@ class AgentOut(ResponseBody):
     concurrency: Concurrency
     metadata: StoredMetadata
     tools: list[str]
+    require_approval: list[str]
     memory: bool
     created_at: datetime
     updated_at: datetime
@@ -108,6 +121,7 @@ class AgentOut(ResponseBody):
             concurrency=agent.settings.concurrency,
             metadata=agent.settings.metadata,
             tools=list(agent.tools),
+            require_approval=list(agent.settings.require_approval),
             memory=agent.memory,
             created_at=agent.created_at,
             updated_at=agent.updated_at,

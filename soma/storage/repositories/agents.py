@@ -24,6 +24,8 @@ class AgentSettings:
     run_timeout_s: float = 300.0
     concurrency: Literal["enqueue", "reject"] = "enqueue"
     metadata: dict[str, Any] = field(default_factory=dict)
+    require_approval: tuple[str, ...] = ()
+    """Tool name patterns whose calls wait for a person's approval (the policy decides)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AgentSettings:
@@ -33,6 +35,7 @@ class AgentSettings:
             run_timeout_s=float(data.get("run_timeout_s", defaults.run_timeout_s)),
             concurrency="reject" if data.get("concurrency") == "reject" else "enqueue",
             metadata=dict(data.get("metadata") or {}),
+            require_approval=tuple(str(p) for p in data.get("require_approval") or ()),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -33,6 +33,13 @@ class Run:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    steps: int = 0
+    """Tool steps taken (each resumes with a new attempt that is not a retry)."""
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond the first that were not continuations after a tool step."""
+        return max(self.attempt - self.steps - 1, 0)
 
 
 def _run(row: Row[Any]) -> Run:
@@ -51,6 +58,7 @@ def _run(row: Row[Any]) -> Run:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        steps=row.steps,
     )
 
 
@@ -139,9 +147,17 @@ class RunRepository(Repository):
         started_at: datetime | None = _UNSET,
         finished_at: datetime | None = _UNSET,
         release_lease: bool = False,
+        count_step: bool = False,
+        next_check_at: datetime | None = _UNSET,
     ) -> Run | None:
-        """Set the status (only from `expected` ones when given); None when nothing matched."""
+        """Set the status (only from `expected` ones when given); None when nothing matched.
+
+        `count_step`: the run took a tool step. `next_check_at`: when recovery should look at
+        it again (kept in `lease_expires_at`, with no owner) if nobody moved it on by then.
+        """
         values: dict[str, Any] = {"status": status}
+        if count_step:
+            values["steps"] = runs.c.steps + 1
         for name, value in (
             ("error", error),
             ("usage", usage),
@@ -152,6 +168,8 @@ class RunRepository(Repository):
                 values[name] = value
         if release_lease:
             values.update(lease_owner=None, lease_expires_at=None)
+        if next_check_at is not _UNSET:
+            values.update(lease_owner=None, lease_expires_at=next_check_at)
         statement = update(runs).where(runs.c.tenant_id == tenant_id, runs.c.id == run_id)
         if expected is not None:
             statement = statement.where(runs.c.status.in_(list(expected)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Row
 
 from soma.core.clock import utcnow
@@ -34,6 +34,13 @@ class ToolCall:
     approval_id: str | None
     created_at: datetime
     finished_at: datetime | None
+    started_at: datetime | None = None
+    position: int = 0
+    event_base: int = 0
+
+
+UNFINISHED = ("pending", "running", "awaiting_approval", "approved", "denied")
+"""Statuses of a call without a result yet (`denied`: refused by a person, result to write)."""
 
 
 def _tool_call(row: Row[Any]) -> ToolCall:
@@ -51,6 +58,9 @@ def _tool_call(row: Row[Any]) -> ToolCall:
         approval_id=row.approval_id,
         created_at=row.created_at,
         finished_at=row.finished_at,
+        started_at=row.started_at,
+        position=row.position,
+        event_base=row.event_base,
     )
 
 
@@ -68,6 +78,8 @@ class ToolCallRepository(Repository):
         args: dict[str, Any],
         status: str = "pending",
         tool_call_id: str | None = None,
+        position: int = 0,
+        event_base: int = 0,
     ) -> tuple[ToolCall, bool]:
         """Record a call once per (run, call id); returns `(call, inserted)`."""
         call = ToolCall(
@@ -84,6 +96,8 @@ class ToolCallRepository(Repository):
             approval_id=None,
             created_at=utcnow(),
             finished_at=None,
+            position=position,
+            event_base=event_base,
         )
         statement = insert_or_ignore(self._conn, tool_calls, ["run_id", "call_id"]).returning(
             tool_calls.c.id
@@ -98,6 +112,8 @@ class ToolCallRepository(Repository):
             "args": call.args,
             "status": status,
             "created_at": call.created_at,
+            "position": position,
+            "event_base": event_base,
         }
         if (await self._conn.execute(statement, values)).first() is not None:
             return call, True
@@ -127,6 +143,66 @@ class ToolCallRepository(Repository):
             select(tool_calls)
             .where(tool_calls.c.tenant_id == tenant_id, tool_calls.c.run_id == run_id)
             .order_by(tool_calls.c.created_at, tool_calls.c.id)
+        )
+        return [_tool_call(row) for row in (await self._conn.execute(query)).all()]
+
+    async def start(
+        self, tenant_id: str, tool_call_id: str, *, now: datetime, from_statuses: Collection[str]
+    ) -> ToolCall | None:
+        """Mark a call running (at most once from each of `from_statuses`); None if it was not
+        in one of them: another delivery started it, or it has a result."""
+        statement = (
+            update(tool_calls)
+            .where(
+                tool_calls.c.tenant_id == tenant_id,
+                tool_calls.c.id == tool_call_id,
+                tool_calls.c.status.in_(list(from_statuses)),
+            )
+            .values(status="running", started_at=now)
+            .returning(*tool_calls.c)
+        )
+        row = (await self._conn.execute(statement)).first()
+        return None if row is None else _tool_call(row)
+
+    async def restart(
+        self, tenant_id: str, tool_call_id: str, *, now: datetime, started_before: datetime
+    ) -> ToolCall | None:
+        """Run an interrupted call again (idempotent tools only): it must still be running
+        since before `started_before`; None when another sweep or delivery took it."""
+        statement = (
+            update(tool_calls)
+            .where(
+                tool_calls.c.tenant_id == tenant_id,
+                tool_calls.c.id == tool_call_id,
+                tool_calls.c.status == "running",
+                tool_calls.c.started_at < started_before,
+            )
+            .values(started_at=now)
+            .returning(*tool_calls.c)
+        )
+        row = (await self._conn.execute(statement)).first()
+        return None if row is None else _tool_call(row)
+
+    async def count_unfinished(self, tenant_id: str, run_id: str) -> dict[str, int]:
+        """How many calls of the run wait for a result, by status."""
+        query = (
+            select(tool_calls.c.status, func.count())
+            .where(
+                tool_calls.c.tenant_id == tenant_id,
+                tool_calls.c.run_id == run_id,
+                tool_calls.c.status.in_(UNFINISHED),
+            )
+            .group_by(tool_calls.c.status)
+        )
+        return {row[0]: int(row[1]) for row in (await self._conn.execute(query)).all()}
+
+    async def list_unfinished(self, *, limit: int) -> list[ToolCall]:
+        """Calls of every tenant still without a result, oldest first (for the sweep)."""
+        query = (
+            select(tool_calls)
+            .where(tool_calls.c.status.in_(UNFINISHED))
+            .order_by(tool_calls.c.created_at)
+            .limit(limit)
         )
         return [_tool_call(row) for row in (await self._conn.execute(query)).all()]
 
