@@ -28,8 +28,8 @@ from soma.runtime.inflight import InFlight
 from soma.runtime.recovery import RecoveryService
 from soma.runtime.turn import TurnDeps
 from soma.runtime.worker import ConversationWorker
-from soma.tools.published import CatalogReader
 from soma.storage.service import DatabaseService
+from soma.tools.published import CatalogReader
 
 
 def _database(ctx: ServiceContext) -> Service:
