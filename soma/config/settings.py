@@ -272,11 +272,28 @@ class McpServerSettings(_Section):
     """Streamable HTTP: the endpoint URL."""
     headers: dict[str, SecretStr] = {}
     env: dict[str, SecretStr] = {}
+    """stdio: variables added to the few the SDK passes on (PATH, HOME, ...); nothing else
+    of the platform's environment reaches the server."""
+    cwd: Path | None = None
+    """stdio: working directory of the server process."""
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+    """Connecting and listing the tools, at start and on every reconnect."""
+    restart_backoff_s: float = Field(default=0.5, gt=0)
+    """First wait before a lost server is reconnected (a stdio one restarted); doubles."""
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
+    restart_wait_s: float = Field(default=10.0, ge=0)
+    """How long a call waits for a server being restarted before it gets an error result."""
+    probe_interval_s: float = Field(default=30.0, gt=0)
+    """How often the tool list is fetched again (it may change; a dead HTTP server shows)."""
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerSettings:
         if (self.command is None) == (self.url is None):
             raise ValueError("an MCP server needs exactly one of command (stdio) and url (http)")
+        if self.command is not None and (not self.command or not self.command[0]):
+            raise ValueError("an MCP server's command needs at least the program to run")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("an MCP server's url must be http:// or https://")
         return self
 
 
