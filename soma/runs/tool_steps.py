@@ -108,6 +108,12 @@ async def park_for_tools(
     )
     if parked is None:
         return None
+    # Models reuse call ids across steps (some always answer `call_0`): ids are made unique
+    # within the run, the same in the assistant message and in each result the model reads.
+    calls = [
+        ModelToolCall(f"s{parked.steps}.{i}.{c.id}"[:64], c.name, c.arguments)
+        for i, c in enumerate(calls)
+    ]
     wire = [
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in calls

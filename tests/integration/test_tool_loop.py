@@ -1,0 +1,294 @@
+"""The tool branch of a run on both backends: park, settle at most once, approve, resume.
+
+The real runtime services (worker, outbox relay, bus, cache, policy) and the tools service run
+in process; the model is the scripted upstream, issuing tool calls. The tools are the real
+`files` built-in and a counting tool defined here (the plugin interface is the subject).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from sqlalchemy import update
+
+from soma.core.clock import utcnow
+from soma.core.service import Health
+from soma.policy.service import create_policy
+from soma.runs.events import EventType
+from soma.runs.tool_steps import decide
+from soma.storage.tables import tool_calls
+from soma.tools.builtins.files import FilesTool
+from soma.tools.builtins.provider import BuiltinTools
+from soma.tools.catalog import Catalog
+from soma.tools.executor import Executor, ExecutorDeps, ToolMetrics
+from soma.tools.port import ToolCallContext, ToolOutcome, ToolSpec
+from soma.tools.service import ToolsService
+from soma.tools.workspace import Workspaces
+from tests.support.runtime_stack import (
+    Chat,
+    RuntimeStack,
+    running_stack,
+    runtime_settings,
+    wait_for,
+)
+from tests.support.scripted_llm import ScriptedLLM, Text, ToolCalls
+
+pytestmark = pytest.mark.integration
+
+DONE = {"completed", "failed", "cancelled"}
+
+
+class CountingTool:
+    """`count`: sleeps a little and records every call it really ran."""
+
+    def __init__(self, name: str = "count", idempotent: bool = False) -> None:
+        self.ran: list[dict[str, Any]] = []
+        self._spec = ToolSpec(
+            name,
+            "Counts its calls.",
+            {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+            idempotent=idempotent,
+        )
+
+    @property
+    def spec(self) -> ToolSpec:
+        return self._spec
+
+    async def run(self, args: dict[str, Any], call: ToolCallContext) -> ToolOutcome:
+        await asyncio.sleep(0.05)
+        self.ran.append(args)
+        return ToolOutcome.ok(f"counted {args['n']}")
+
+
+class Tools:
+    """The tools service over the stack's database, bus and cache."""
+
+    def __init__(self, stack: RuntimeStack, tmp_path: Path, tools: Sequence[Any]) -> None:
+        settings = stack.settings
+        self.workspaces = Workspaces(tmp_path / "workspaces", settings.tools.workspace_quota_bytes)
+        self.counter = next(t for t in tools if isinstance(t, CountingTool))
+        catalog = Catalog([BuiltinTools([FilesTool(self.workspaces), *tools])])
+        self.policy = create_policy(settings, stack.metrics)
+        tracer = trace.get_tracer("test")
+        executor = Executor(
+            ExecutorDeps(
+                database=stack.database,
+                catalog=catalog,
+                workspaces=self.workspaces,
+                policy=self.policy,
+                settings=settings.tools,
+                metrics=ToolMetrics(stack.metrics),
+                tracer=tracer,
+            )
+        )
+        self.service = ToolsService(
+            bus=stack.bus,
+            database=stack.database,
+            streams=stack.cache.streams,
+            kv=stack.cache.kv,
+            catalog=catalog,
+            executor=executor,
+            isolation="none (test tools)",
+            runtime=settings.runtime,
+            approval_timeout_s=settings.tools.approval_timeout_s,
+            tracer=tracer,
+            orphans_at_start=False,
+        )
+
+    async def start(self, stack: RuntimeStack) -> None:
+        await stack.start(self.policy, self.service)
+
+    async def health(self) -> Health:
+        return await self.service.health()
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedLLM]:
+    with ScriptedLLM() as server:
+        yield server
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, database_url: str, upstream: ScriptedLLM
+) -> AsyncIterator[tuple[RuntimeStack, Tools]]:
+    settings = runtime_settings(tmp_path, database_url, upstream.base_url, runtime={"lease_s": 3.0})
+    settings = settings.model_copy(
+        update={"tools": settings.tools.model_copy(update={"approval_timeout_s": 60.0})}
+    )
+    async with running_stack(settings) as running:
+        tools = Tools(running, tmp_path, [CountingTool()])
+        await tools.start(running)
+        yield running, tools
+
+
+async def tool_agent(stack: RuntimeStack, name: str = "doer", **settings: Any) -> Chat:
+    chat = await stack.conversation(name, **settings)
+    async with stack.database.transaction() as uow:
+        agent = await uow.agents.update(chat.tenant_id, chat.agent.id, tools=["files", "count"])
+    assert agent is not None
+    return Chat(chat.tenant_id, agent, chat.session)
+
+
+async def test_two_parallel_calls_run_once_each_then_the_model_answers(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(
+        ToolCalls(
+            [("files", {"op": "write", "path": "a.txt", "content": "alpha"}), ("count", {"n": 1})]
+        ),
+        Text("both done"),
+    )
+    chat = await tool_agent(runtime)
+    run_id = (await runtime.accept(chat, "write and count")).run.id
+    run = await runtime.wait_run(chat, run_id, DONE)
+    assert run.status == "completed", run.error
+    assert run.steps == 1
+    assert tools.counter.ran == [{"n": 1}]
+    workspace = tools.workspaces.path_for(chat.tenant_id, chat.session_id)
+    assert (workspace / "a.txt").read_text() == "alpha"
+    types = [e.type for e in await runtime.events(chat, run_id)]
+    assert types == [
+        EventType.QUEUED,
+        EventType.STARTED,
+        EventType.TOOL_CALL,
+        EventType.TOOL_CALL,
+        EventType.TOOL_RESULT,
+        EventType.TOOL_RESULT,
+        EventType.STARTED,
+        EventType.MESSAGE_COMPLETED,
+        EventType.COMPLETED,
+    ]
+    # The second model call saw both calls and both results, in order.
+    second = upstream.chat_requests()[1].body["messages"]
+    roles = [m["role"] for m in second[1:]]
+    assert roles == ["user", "assistant", "tool", "tool"]
+    assert [m["tool_calls"][0]["function"]["name"] for m in second[2:3]] == ["files"]
+    assert {m["content"] for m in second[3:]} >= {"counted 1"}
+    assert [m.role for m in await runtime.messages(chat)] == [
+        "user", "assistant", "tool", "tool", "assistant",
+    ]  # fmt: skip
+
+
+async def test_a_redelivered_step_runs_nothing_twice(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(ToolCalls([("count", {"n": 7})]), Text("counted"))
+    chat = await tool_agent(runtime)
+    run_id = (await runtime.accept(chat, "count once")).run.id
+    await runtime.wait_run(chat, run_id, DONE)
+    async with runtime.database.read() as uow:
+        calls = await uow.tool_calls.list_for_run(chat.tenant_id, run_id)
+    for _ in range(2):
+        await tools.service.settle(chat.tenant_id, run_id, [c.id for c in calls])
+    assert tools.counter.ran == [{"n": 7}]
+    assert (await runtime.run(chat, run_id)).status == "completed"
+
+
+async def test_invalid_arguments_reach_the_model_and_nothing_runs(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(ToolCalls([("count", {"n": "seven"}), ("nope", {})]), Text("sorry"))
+    chat = await tool_agent(runtime)
+    run_id = (await runtime.accept(chat, "count badly")).run.id
+    assert (await runtime.wait_run(chat, run_id, DONE)).status == "completed"
+    assert tools.counter.ran == []
+    results = [e.data for e in await runtime.events(chat, run_id) if e.type == "tool.result"]
+    assert [r["status"] for r in results] == ["error", "error"]
+    assert "invalid arguments" in results[0]["output"] and "no tool named" in results[1]["output"]
+
+
+async def test_approval_parks_the_run_and_a_decision_resumes_it(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(
+        ToolCalls([("count", {"n": 1})]),
+        Text("approved and counted"),
+        ToolCalls([("count", {"n": 2})]),
+        Text("denied, fine"),
+    )
+    chat = await tool_agent(runtime, "careful", require_approval=("count",))
+    first = (await runtime.accept(chat, "count one")).run.id
+    parked = await runtime.wait_run(chat, first, {"awaiting_approval"})
+    assert parked.lease_owner is None and tools.counter.ran == []
+    approval = await pending_approval(runtime, chat, first)
+    async with runtime.database.transaction() as uow:
+        assert await decide(uow, chat.tenant_id, approval, approve=True, actor="alice", reason=None)
+    assert (await runtime.wait_run(chat, first, DONE)).status == "completed"
+    assert tools.counter.ran == [{"n": 1}]
+
+    second = (await runtime.accept(chat, "count two")).run.id
+    await runtime.wait_run(chat, second, {"awaiting_approval"})
+    approval = await pending_approval(runtime, chat, second)
+    async with runtime.database.transaction() as uow:
+        assert await decide(uow, chat.tenant_id, approval, approve=False, actor="bob", reason="no")
+        # Decided once: a second decision changes nothing.
+        assert not await decide(
+            uow, chat.tenant_id, approval, approve=True, actor="eve", reason=None
+        )
+    assert (await runtime.wait_run(chat, second, DONE)).status == "completed"
+    assert tools.counter.ran == [{"n": 1}]
+    refused = [e.data for e in await runtime.events(chat, second) if e.type == "tool.result"]
+    assert refused == [
+        {"id": refused[0]["id"], "status": "refused", "output": "refused by bob: no"}
+    ]
+    approvals = [e.type for e in await runtime.events(chat, second)].count("tool.approval_required")
+    assert approvals == 1
+
+
+async def test_an_interrupted_call_that_is_not_safe_to_repeat_gives_the_model_an_error(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(ToolCalls([("count", {"n": 3})]), Text("noted"))
+    chat = await tool_agent(runtime, "fragile", require_approval=("count",))
+    run_id = (await runtime.accept(chat, "count three")).run.id
+    await runtime.wait_run(chat, run_id, {"awaiting_approval"})
+    # As if a tools process had started the call long ago and died with it.
+    async with runtime.database.transaction() as uow:
+        await uow.connection.execute(
+            update(tool_calls)
+            .where(tool_calls.c.run_id == run_id)
+            .values(status="running", started_at=runtime_now_minus(3600))
+        )
+    assert await tools.service.sweep() == 1
+    assert (await runtime.wait_run(chat, run_id, DONE)).status == "completed"
+    assert tools.counter.ran == []
+    results = [e.data for e in await runtime.events(chat, run_id) if e.type == "tool.result"]
+    assert results[0]["status"] == "error" and results[0]["output"].startswith("interrupted")
+
+
+async def test_max_steps_fails_a_run_that_never_answers(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, _ = stack
+    upstream.script(*[ToolCalls([("count", {"n": i})]) for i in range(5)])
+    chat = await tool_agent(runtime, "looper", max_steps=3)
+    run_id = (await runtime.accept(chat, "loop")).run.id
+    run = await runtime.wait_run(chat, run_id, DONE)
+    assert run.status == "failed"
+    assert run.error == "the run reached max_steps (3) without an answer"
+    assert len(upstream.chat_requests()) == 3
+
+
+async def pending_approval(runtime: RuntimeStack, chat: Chat, run_id: str) -> str:
+    async def found() -> str | None:
+        async with runtime.database.read() as uow:
+            page = await uow.approvals.list(chat.tenant_id, 10, status="pending")
+        return next((a.id for a in page.items if a.run_id == run_id), None)
+
+    return await wait_for(found, "a pending approval")
+
+
+def runtime_now_minus(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
