@@ -51,6 +51,8 @@ class SandboxProvider:
             UidPool(self._config.uid_base, settings.max_concurrent_calls) if self._root else None
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
+        self._untidy: set[int] = set()
+        """Uids whose calls may have left processes behind: ended before they serve again."""
         self._interpreter = Path(os.path.realpath(self._config.python or sys.executable))
         self._layout: Layout | None = None
         self._runtime: Path | None = None
@@ -125,11 +127,13 @@ class SandboxProvider:
         timeout_s = min(call.timeout_s, self._max_wall())
         async with self._slots:
             uid = self._uids.acquire(workspace) if self._uids is not None else None
+            tidy = False
             try:
                 quota = self._settings.workspace_quota_bytes
                 try:
                     await asyncio.to_thread(prepare_workspace, workspace, quota, uid)
                 except WorkspaceRefused as exc:
+                    tidy = True
                     return ToolOutcome.error(str(exc), isolation=self.isolation, stopped="quota")
                 argv, env, cwd = self._command(program, workspace, uid)
                 stdin = program.source.encode() if program.kind == "python" else None
@@ -141,11 +145,11 @@ class SandboxProvider:
                     timeout_s=timeout_s,
                     max_output_bytes=self._config.max_output_bytes,
                 )
+                # bwrap returns once its pid namespace is empty; a killed one may still be dying.
+                tidy = self._layout is not None and result.stopped is None
             finally:
-                if self._uids is not None:
-                    last = self._uids.release(workspace)
-                    if last is not None:
-                        await asyncio.shield(self._retire(last))
+                if uid is not None:
+                    await self._release(workspace, uid, tidy)
         return to_outcome(
             result,
             isolation=self.isolation,
@@ -174,6 +178,19 @@ class SandboxProvider:
         # the platform (bubblewrap does that itself under --die-with-parent).
         inner = [*setpriv_argv(uid, pdeathsig=True), *limited]
         return inner, _environment(str(workspace)), workspace
+
+    async def _release(self, workspace: Path, uid: int, tidy: bool) -> None:
+        assert self._uids is not None
+        if not tidy:
+            self._untidy.add(uid)
+        last = self._uids.release(workspace)
+        if last is None:
+            return
+        if last in self._untidy:
+            self._untidy.discard(last)
+            await asyncio.shield(self._retire(last))
+        else:
+            self._uids.free(last)
 
     async def _retire(self, uid: int) -> None:
         # Whatever the call left running as its uid (a daemonised child at the rlimits level;
