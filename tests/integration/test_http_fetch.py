@@ -297,3 +297,80 @@ async def test_http_errors_and_binary_bodies(upstream: Upstream) -> None:
     assert binary.output == "[binary content: image/png, 6 bytes]"
     closed = await fetch(tool, "http://127.0.0.1:1/")
     assert closed.status == "error" and "failed" in closed.output
+
+
+def tls_files(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` only (no IP address in it), and its key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_https_verifies_the_name_while_connecting_to_the_pinned_address(
+    tmp_path: Path,
+) -> None:
+    import ssl
+
+    cert, key = tls_files(tmp_path, "pinned.test")
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(cert, key)
+    seen: list[str] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Host", ""))
+        return web.Response(text="over tls", content_type="text/plain")
+
+    app = web.Application()
+    app.add_routes([web.get("/hello", hello)])
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
+    await site.start()
+    try:
+        assert site._server is not None
+        port = site._server.sockets[0].getsockname()[1]
+        trust = ssl.create_default_context(cafile=str(cert))
+        dns = FakeDns({"pinned.test": LOOPBACK})
+        settings = HttpFetchSettings(allow_hosts=["pinned.test", "127.0.0.1"])
+        tool = HttpFetchTool(settings, 2_000, resolver=dns, ssl_context=trust)
+        # SNI and the certificate check use the name; the socket goes to the checked address.
+        outcome = await fetch(tool, f"https://pinned.test:{port}/hello")
+        assert outcome.status == "ok", outcome.output
+        assert outcome.output == "over tls"
+        assert seen == [f"pinned.test:{port}"]
+        # The same server by its address fails verification: the name is what is verified.
+        by_address = await fetch(tool, f"https://127.0.0.1:{port}/hello")
+        assert by_address.status == "error"
+        assert "certificate" in by_address.output.lower()
+        assert seen == [f"pinned.test:{port}"]
+    finally:
+        await runner.cleanup()
