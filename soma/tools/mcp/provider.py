@@ -111,12 +111,10 @@ class McpProvider:
             self._connecting.cancel()  # a connect in progress ends now, not at its timeout
         task, self._task = self._task, None
         if task is not None:
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await asyncio.shield(task)
-            except TimeoutError:
+            done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+            if not done:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(task, return_exceptions=True)
         self._tools = ()
         self._status, self._detail = HealthStatus.STOPPED, "stopped"
 
@@ -175,6 +173,15 @@ class McpProvider:
                 self._status, self._detail = HealthStatus.DEGRADED, "connection lost"
 
     async def _supervise(self) -> None:
+        try:
+            await self._keep_connected()
+        except Exception as exc:  # a bug here must show in health, not vanish with the task
+            log.exception("MCP server %s: supervision failed", self.server)
+            self._status, self._detail = HealthStatus.UNHEALTHY, f"failed: {_describe(exc)}"
+            if self._first is not None and not self._first.done():
+                self._first.set_result(self._detail)
+
+    async def _keep_connected(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = self._settings.restart_backoff_s
         while not self._stopping:
