@@ -241,3 +241,35 @@ async def test_cancelling_a_call_kills_everything_it_started(world: SandboxWorld
     with pytest.raises(asyncio.CancelledError):
         await task
     await assert_still_serving(world)
+
+
+async def test_kernel_interfaces_that_widen_reach_are_refused(bwrap_world: SandboxWorld) -> None:
+    # A user namespace would give the program capabilities over namespaces of its own; mount,
+    # ptrace and io_uring are attack surface it has no use for (seccomp filter).
+    code = (
+        "import ctypes, os, threading\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "attempts = {\n"
+        "    'userns': lambda: libc.unshare(0x10000000),\n"
+        "    'mountns': lambda: libc.unshare(0x00020000),\n"
+        "    'mount': lambda: libc.mount(b'none', b'/workspace', b'tmpfs', 0, None),\n"
+        "    'ptrace': lambda: libc.ptrace(16, 1, 0, 0),\n"
+        "    'io_uring': lambda: libc.syscall(425, 8, ctypes.c_void_p(0)),\n"
+        "}\n"
+        "for name, attempt in attempts.items():\n"
+        "    print(name, attempt(), ctypes.get_errno())\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(3)\n"
+        "print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+        "thread = threading.Thread(target=print, args=('thread ran',))\n"
+        "thread.start()\n"
+        "thread.join()\n"
+    )
+    outcome = await bwrap_world.call("python", code)
+    assert outcome.status == "ok", outcome.output
+    for name in ("userns", "mountns", "mount", "ptrace", "io_uring"):
+        assert f"{name} -1 1\n" in outcome.output  # EPERM
+    assert "fork 3\n" in outcome.output and "thread ran\n" in outcome.output
+    assert bwrap_world.provider.describe()["seccomp"] is True
+    await assert_still_serving(bwrap_world)

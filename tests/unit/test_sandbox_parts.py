@@ -4,9 +4,11 @@ output classification and the process supervisor (real child processes, no serve
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
+import struct
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from soma.config.settings import SandboxSettings
-from soma.tools.sandbox import runner
+from soma.tools.sandbox import runner, seccomp
 from soma.tools.sandbox.bwrap import WORKSPACE, Layout
 from soma.tools.sandbox.limits import Limits, setpriv_argv
 from soma.tools.sandbox.outcome import classify, exit_signal, to_outcome
@@ -221,6 +223,7 @@ def test_probe_verdicts() -> None:
         "cap_eff": 0,
         "loopback": "ConnectionRefusedError",
         "seen": [],
+        "userns": 1,
     }
 
     def report(**changes: object) -> str:
@@ -234,6 +237,7 @@ def test_probe_verdicts() -> None:
     assert "rlimits" in (verdict(report(nproc=-1), expect) or "")
     assert "loopback" in (verdict(report(loopback="connected"), expect) or "")
     assert "/data" in (verdict(report(seen=["/data"]), expect) or "")
+    assert "user namespace" in (verdict(report(userns="created"), expect) or "")
     unisolated = ProbeExpectations(LIMITS, None, isolated=False)
     assert verdict(report(loopback="connected", uid=5, euid=5), unisolated) is None
 
@@ -308,3 +312,50 @@ async def _gone(pid: int) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"process {pid} is still running")
+
+
+def _evaluate(program: bytes, nr: int, arch: int, arg0: int = 0) -> int:
+    """A classic BPF interpreter, just enough for the filter: what it returns for a call."""
+    data = struct.pack("<iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
+    code = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    acc, pc = 0, 0
+    while True:
+        op, jt, jf, k = code[pc]
+        if op == 0x20:
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif op in (0x15, 0x35, 0x45):
+            hit = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[op]
+            pc += jt if hit else jf
+        elif op == 0x06:
+            return k
+        else:
+            raise AssertionError(f"unexpected opcode {op:#x}")
+        pc += 1
+
+
+@pytest.mark.parametrize(
+    ("machine", "arch", "numbers"),
+    [
+        ("x86_64", 0xC000003E, {"read": 0, "clone": 56, "clone3": 435, "unshare": 272}),
+        ("aarch64", 0xC00000B7, {"read": 63, "clone": 220, "clone3": 435, "unshare": 97}),
+    ],
+)
+def test_seccomp_filter_decisions(machine: str, arch: int, numbers: dict[str, int]) -> None:
+    program = seccomp.filter_program(machine)
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    assert _evaluate(program, numbers["read"], arch) == allow
+    assert _evaluate(program, numbers["clone"], arch, arg0=0x11) == allow  # fork: SIGCHLD
+    assert _evaluate(program, numbers["clone"], arch, arg0=0x3D0F00) == allow  # a thread
+    assert _evaluate(program, numbers["clone"], arch, arg0=0x10000011) == eperm  # NEWUSER
+    assert _evaluate(program, numbers["clone"], arch, arg0=0x40000011) == eperm  # NEWNET
+    assert _evaluate(program, numbers["clone3"], arch) == enosys
+    assert _evaluate(program, numbers["unshare"], arch) == eperm
+    assert _evaluate(program, numbers["read"], 0x40000003) == enosys  # another ABI (i386)
+    if machine == "x86_64":
+        assert _evaluate(program, 0x40000000 | numbers["read"], arch) == enosys  # x32
+
+
+def test_seccomp_refuses_an_unknown_machine() -> None:
+    assert not seccomp.supported("riscv64")
+    with pytest.raises(ValueError):
+        seccomp.filter_program("riscv64")

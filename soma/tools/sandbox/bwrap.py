@@ -68,8 +68,11 @@ class Layout:
         """Every host path the sandbox can read (the workspace aside)."""
         return (*self.system_binds, *(() if self.prefix is None else (self.prefix,)))
 
-    def argv(self, workspace: Path, env: dict[str, str]) -> list[str]:
-        """bwrap and its options up to `--`; the program (after setpriv, prlimit) follows."""
+    def argv(
+        self, workspace: Path, env: dict[str, str], seccomp_fd: int | None = None
+    ) -> list[str]:
+        """bwrap and its options up to `--`; the program (after setpriv, prlimit) follows.
+        `seccomp_fd` is an open descriptor of a compiled filter (see `seccomp`)."""
         if self.user_namespace:
             namespaces = ["--unshare-all", "--unshare-user", "--disable-userns"]
         else:
@@ -96,5 +99,7 @@ class Layout:
         argv += ["--bind", str(workspace), WORKSPACE, "--chdir", WORKSPACE, "--clearenv"]
         for key, value in env.items():
             argv += ["--setenv", key, value]
+        if seccomp_fd is not None:
+            argv += ["--seccomp", str(seccomp_fd)]
         argv.append("--")
         return argv

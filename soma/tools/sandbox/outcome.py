@@ -28,8 +28,8 @@ def exit_signal(returncode: int | None, *, bwrap: bool) -> int | None:
 
 
 def classify(result: RunResult, *, bwrap: bool) -> str | None:
-    """Why the run did not end normally: timeout, output_limit, cancelled, cpu_limit, memory,
-    file_size, killed; None when the program exited by itself."""
+    """Why the run did not end normally: timeout, output_limit, cpu_limit, memory, file_size,
+    killed; None when the program exited by itself."""
     if result.stopped is not None:
         return result.stopped
     sig = exit_signal(result.returncode, bwrap=bwrap)
@@ -91,8 +91,6 @@ def _headline(
             f"stopped: output passed {max_output} bytes (the program was killed; "
             "the first part is below)"
         )
-    if stopped == "cancelled":
-        return "stopped: cancelled (all its processes were killed)"
     if stopped == "cpu_limit":
         return f"stopped: CPU time limit of {limits.cpu_s} s reached"
     if stopped == "memory":

@@ -24,6 +24,13 @@ try:
 except OSError as exc:
     facts["loopback"] = type(exc).__name__
 facts["seen"] = [p for p in PROTECTED if os.path.exists(p)]
+try:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    # CLONE_NEWUSER: a user namespace of its own would give the program capabilities in it.
+    facts["userns"] = "created" if libc.unshare(0x10000000) == 0 else ctypes.get_errno()
+except ImportError:
+    facts["userns"] = "unknown"
 print("SOMA-PROBE " + json.dumps(facts))
 """
 
@@ -64,4 +71,6 @@ def verdict(stdout: str, expect: ProbeExpectations) -> str | None:
             return "the probe reached the platform's loopback port (no network namespace)"
         if facts["seen"]:
             return f"the probe could see {facts['seen'][0]}"
+        if not isinstance(facts["userns"], int):
+            return f"the probe's user namespace attempt: {facts['userns']}"
     return None

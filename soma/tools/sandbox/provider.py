@@ -20,7 +20,7 @@ from soma.core.service import Health, HealthStatus
 from soma.tools.builtins.python import PythonTool
 from soma.tools.builtins.shell import ShellTool
 from soma.tools.port import Tool, ToolCallContext, ToolOutcome
-from soma.tools.sandbox import runner
+from soma.tools.sandbox import runner, seccomp
 from soma.tools.sandbox.bwrap import WORKSPACE, Layout
 from soma.tools.sandbox.limits import PRLIMIT, SETPRIV, Limits, setpriv_argv
 from soma.tools.sandbox.outcome import to_outcome
@@ -56,6 +56,7 @@ class SandboxProvider:
         self._interpreter = Path(os.path.realpath(self._config.python or sys.executable))
         self._layout: Layout | None = None
         self._runtime: Path | None = None
+        self._seccomp: bytes | None = None
         self._failure: str | None = None
         self._started = False
         self._tools: tuple[Tool, ...] = (PythonTool(self), ShellTool(self))
@@ -77,15 +78,16 @@ class SandboxProvider:
     def describe(self) -> dict[str, Any]:
         """The isolation in force, for `GET /v1/tools` and health."""
         bwrap = self.isolation == "bubblewrap"
+        namespaces = ["mount", "pid", "net", "ipc", "uts"] if bwrap else []
+        if bwrap and not self._root:
+            namespaces.append("user")
         return {
             "level": self.isolation,
             "started": self._started,
             "network": not bwrap,
             "filesystem": "minimal read-only system + workspace" if bwrap else "host",
-            "namespaces": ["mount", "pid", "net", "ipc", "uts"]
-            + (["user"] if bwrap and not self._root else [])
-            if bwrap
-            else [],
+            "namespaces": namespaces,
+            "seccomp": self._seccomp is not None,
             "uid": "one unprivileged uid per busy workspace" if self._root else "the platform's",
             "limits": self._limits.as_dict()
             | {"output_bytes": self._config.max_output_bytes, "wall_s": self._max_wall()},
@@ -113,9 +115,12 @@ class SandboxProvider:
             return Health.unhealthy(self._failure)
         if not self._started:
             return Health(HealthStatus.STOPPED, f"isolation={self.isolation} (not started)")
-        extra = "namespaces + rlimits" if self.isolation == "bubblewrap" else "no namespaces"
-        uid = ", per-workspace uid" if self._root else ""
-        return Health.healthy(f"isolation={self.isolation} ({extra}{uid})")
+        parts = ["namespaces", "rlimits"] if self.isolation == "bubblewrap" else ["rlimits"]
+        if self._seccomp is not None:
+            parts.append("seccomp")
+        if self._root:
+            parts.append("per-workspace uid")
+        return Health.healthy(f"isolation={self.isolation} ({', '.join(parts)})")
 
     async def run(self, program: Program, call: ToolCallContext) -> ToolOutcome:
         if not self._started:
@@ -135,16 +140,22 @@ class SandboxProvider:
                 except WorkspaceRefused as exc:
                     tidy = True
                     return ToolOutcome.error(str(exc), isolation=self.isolation, stopped="quota")
-                argv, env, cwd = self._command(program, workspace, uid)
-                stdin = program.source.encode() if program.kind == "python" else None
-                result = await runner.run(
-                    argv,
-                    stdin=stdin,
-                    env=env,
-                    cwd=cwd,
-                    timeout_s=timeout_s,
-                    max_output_bytes=self._config.max_output_bytes,
-                )
+                filter_fd = self._seccomp_fd()
+                try:
+                    argv, env, cwd = self._command(program, workspace, uid, filter_fd)
+                    stdin = program.source.encode() if program.kind == "python" else None
+                    result = await runner.run(
+                        argv,
+                        stdin=stdin,
+                        env=env,
+                        cwd=cwd,
+                        timeout_s=timeout_s,
+                        max_output_bytes=self._config.max_output_bytes,
+                        pass_fds=() if filter_fd is None else (filter_fd,),
+                    )
+                finally:
+                    if filter_fd is not None:
+                        os.close(filter_fd)
                 # bwrap returns once its pid namespace is empty; a killed one may still be dying.
                 tidy = self._layout is not None and result.stopped is None
             finally:
@@ -161,8 +172,17 @@ class SandboxProvider:
     def _max_wall(self) -> float:
         return self._settings.call_timeout_s
 
+    def _seccomp_fd(self) -> int | None:
+        """A pipe's read end holding the filter: bwrap reads it to the end, once per call."""
+        if self._seccomp is None:
+            return None
+        read, write = os.pipe()
+        with os.fdopen(write, "wb") as out:
+            out.write(self._seccomp)  # a few hundred bytes: far below a pipe's buffer
+        return read
+
     def _command(
-        self, program: Program, workspace: Path, uid: int | None
+        self, program: Program, workspace: Path, uid: int | None, seccomp_fd: int | None
     ) -> tuple[list[str], dict[str, str], Path]:
         if program.kind == "python":
             # -I: no environment, no user site, no script dir on the path; -S: no site at all.
@@ -172,7 +192,7 @@ class SandboxProvider:
         limited = [*self._limits.prlimit_argv(), *target]
         if self._layout is not None:
             env = _environment(WORKSPACE)
-            sandbox = self._layout.argv(workspace, env)
+            sandbox = self._layout.argv(workspace, env, seccomp_fd)
             return [*sandbox, *setpriv_argv(uid), *limited], {"PATH": _PATH}, Path("/")
         # rlimits alone: the workspace is the working directory; PDEATHSIG ends the child with
         # the platform (bubblewrap does that itself under --die-with-parent).
@@ -230,6 +250,7 @@ class SandboxProvider:
                 tmp_bytes=self._config.tmp_bytes,
                 user_namespace=not self._root,
             )
+            self._seccomp = seccomp.filter_program() if seccomp.supported() else None
             for secret in self._protected:
                 for seen in self._layout.visible:
                     if secret == seen or seen in secret.parents:
@@ -238,6 +259,7 @@ class SandboxProvider:
                         )
         else:
             self._layout = None
+            self._seccomp = None
         await self._probe(fail)
 
     async def _probe(self, fail: str) -> None:

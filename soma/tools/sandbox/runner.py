@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Stop = Literal["timeout", "output_limit", "cancelled"]
+Stop = Literal["timeout", "output_limit"]
 
 _CHUNK = 65_536
 _DRAIN_S = 1.0
@@ -62,6 +62,7 @@ async def run(
     cwd: Path,
     timeout_s: float,
     max_output_bytes: int,
+    pass_fds: Sequence[int] = (),
 ) -> RunResult:
     """Run `argv` as the leader of a new session, killing its process group at the end."""
     started = time.monotonic()
@@ -73,6 +74,7 @@ async def run(
         env=env,
         cwd=cwd,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     output = _Output(max_output_bytes)
     assert proc.stdout is not None and proc.stderr is not None
@@ -103,8 +105,10 @@ async def run(
                 await proc.wait()
                 await asyncio.gather(*readers)
     except asyncio.CancelledError:
-        stopped = "cancelled"
         _kill_group(proc.pid)
+        # Reap it before giving up the loop's attention (a second cancel stops the wait only).
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), _DRAIN_S)
         raise
     finally:
         for reader in readers:
