@@ -23,7 +23,7 @@ from soma.llm.errors import (
     ProviderUnavailableError,
     StreamInterruptedError,
 )
-from soma.llm.openai_wire import decode_chunk, encode_request, error_message
+from soma.llm.openai_wire import ToolNames, decode_chunk, encode_request, error_message
 from soma.llm.retry import RetryPolicy, parse_retry_after
 from soma.llm.sse import aiter_sse
 from soma.llm.types import ChatChunk, ChatRequest, ChatResult
@@ -91,13 +91,14 @@ class OpenAIProvider:
         return await collect(self.stream(request), self.name, self.kind)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
-        body = orjson.dumps(encode_request(self.model, request, stream=True))
+        names = ToolNames.of(request)
+        body = orjson.dumps(encode_request(self.model, request, stream=True, names=names))
         attempt = 0
         while True:
             attempt += 1
             delivered = False
             try:
-                async with aclosing(self._attempt(body)) as chunks:
+                async with aclosing(self._attempt(body, names)) as chunks:
                     async for chunk in chunks:
                         delivered = True
                         yield chunk
@@ -133,7 +134,7 @@ class OpenAIProvider:
             )
         return self._client
 
-    async def _attempt(self, body: bytes) -> AsyncGenerator[ChatChunk, None]:
+    async def _attempt(self, body: bytes, names: ToolNames) -> AsyncGenerator[ChatChunk, None]:
         """One HTTP exchange; failures before the first chunk surface as `_RetryableError`."""
         delivered = False
         finished = False
@@ -145,7 +146,7 @@ class OpenAIProvider:
                     if event.data == "[DONE]":
                         finished = True
                         break
-                    chunk = self._decode(event.data)
+                    chunk = self._decode(event.data, names)
                     if chunk is None:
                         continue
                     if chunk.finish_reason is not None:
@@ -179,7 +180,7 @@ class OpenAIProvider:
             return StreamInterruptedError(f"{error} (after output was streamed)")
         return _RetryableError(error)
 
-    def _decode(self, data: str) -> ChatChunk | None:
+    def _decode(self, data: str, names: ToolNames) -> ChatChunk | None:
         try:
             payload: Any = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -191,7 +192,7 @@ class OpenAIProvider:
             raise _RetryableError(
                 ProviderUnavailableError(f"{self.name}: upstream error in stream: {message}")
             )
-        return decode_chunk(payload) if isinstance(payload, dict) else None
+        return decode_chunk(payload, names) if isinstance(payload, dict) else None
 
     async def _raise_status(self, response: aiohttp.ClientResponse) -> None:
         status = response.status

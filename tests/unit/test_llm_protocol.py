@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 from soma.llm.accumulate import ResultBuilder, collect
-from soma.llm.openai_wire import decode_chunk, encode_request, error_message
+from soma.llm.openai_wire import ToolNames, decode_chunk, encode_request, error_message
 from soma.llm.sse import ServerSentEvent, SSEDecoder, aiter_sse
 from soma.llm.types import (
     ChatChunk,
@@ -147,3 +148,21 @@ def test_accumulator_names_calls_without_ids_and_empty_arguments() -> None:
     assert call.name == "ping"
     assert call.id.startswith("call_")
     assert call.arguments == "{}"
+
+
+def test_tool_names_the_wire_refuses_go_out_safe_and_come_back_as_they_were() -> None:
+    tools = [ToolSpec("demo.add", "adds"), ToolSpec("demo_add", "clash"), ToolSpec("files", "f")]
+    history = [ChatMessage(role="assistant", tool_calls=(ToolCall("c1", "demo.add", "{}"),))]
+    request = ChatRequest(messages=history, tools=tools)
+    names = ToolNames.of(request)
+    body = encode_request("m", request, names=names)
+    sent = [t["function"]["name"] for t in body["tools"]]
+    assert sent == ["demo_add", "demo_add_2", "files"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name in sent)
+    assert body["messages"][0]["tool_calls"][0]["function"]["name"] == "demo_add"
+    chunk = decode_chunk(
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "x", "function": {
+            "name": "demo_add", "arguments": "{}"}}]}}]},
+        names,
+    )  # fmt: skip
+    assert chunk is not None and chunk.tool_calls[0].name == "demo.add"
