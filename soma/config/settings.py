@@ -229,6 +229,11 @@ class SandboxSettings(_Section):
     uid_base: int = Field(default=2_100_000_000, ge=1000, le=2_140_000_000)
     """When the platform runs as root, calls run as uids from here on, one per busy workspace
     (never root: the kernel does not apply RLIMIT_NPROC to uid 0)."""
+    uid_count: int = Field(default=1024, ge=1, le=65_536)
+    """How many such uids, shared by every platform process of the machine (at least
+    tools.max_concurrent_calls)."""
+    uid_lock_dir: Path = Path("/run/lock/soma-sandbox")
+    """Where platform processes of one machine lock the uids they use (root only)."""
 
 
 _ALLOW_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")

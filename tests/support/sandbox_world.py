@@ -75,7 +75,7 @@ class SandboxWorld:
     def leftovers(self) -> list[psutil.Process]:
         """Processes still alive as one of the sandbox's uids (the platform runs as root); the
         killed ones get a few seconds to finish dying (a pid namespace tears down async)."""
-        uids = self.provider.uid_range
+        uids = self.provider.uids_used()
         assert uids is not None, "the sandbox tests run as root, like CI"
         found = []
         for proc in psutil.process_iter(["uids", "status"]):

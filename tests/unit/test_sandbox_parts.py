@@ -105,8 +105,9 @@ def test_an_interpreter_under_usr_needs_no_extra_bind() -> None:
     assert Path("/usr") in layout.visible
 
 
-def test_uid_pool_shares_a_workspace_uid_and_never_across_workspaces() -> None:
-    pool = UidPool(1000, 2)
+def test_uid_pool_shares_a_workspace_uid_and_never_across_workspaces(tmp_path: Path) -> None:
+    pool = UidPool(1000, 2, tmp_path / "locks")
+    pool.open()
     a, b = Path("/w/a"), Path("/w/b")
     first = pool.acquire(a)
     assert pool.acquire(a) == first
@@ -120,6 +121,34 @@ def test_uid_pool_shares_a_workspace_uid_and_never_across_workspaces() -> None:
         pool.acquire(Path("/w/c"))  # not free until its leftovers are ended
     pool.free(first)
     assert pool.acquire(Path("/w/c")) == first
+    assert pool.used == {1000, 1001}
+
+
+def test_uid_pools_of_two_processes_never_share_a_uid(tmp_path: Path) -> None:
+    # Two platform processes on one machine: the file locks keep their uids apart.
+    ours, theirs = UidPool(1000, 3, tmp_path), UidPool(1000, 3, tmp_path)
+    ours.open()
+    theirs.open()
+    mine = {ours.acquire(Path(f"/w/{i}")) for i in range(2)}
+    assert theirs.acquire(Path("/w/x")) not in mine
+    with pytest.raises(RuntimeError, match="in use on this machine"):
+        theirs.acquire(Path("/w/y"))
+    released = ours.release(Path("/w/0"))
+    assert released is not None
+    ours.free(released)
+    assert theirs.acquire(Path("/w/y")) == released
+
+
+def test_uid_lock_dir_must_be_private(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError):
+        UidPool(1000, 1, shared).open()
+    (tmp_path / "link").symlink_to(tmp_path / "locks-elsewhere", target_is_directory=True)
+    (tmp_path / "locks-elsewhere").mkdir(mode=0o700)
+    with pytest.raises(PermissionError):
+        UidPool(1000, 1, tmp_path / "link").open()
 
 
 def test_workspace_usage_counts_regular_files(tmp_path: Path) -> None:
@@ -212,7 +241,7 @@ def test_outcome_texts() -> None:
 
 
 def test_probe_verdicts() -> None:
-    expect = ProbeExpectations(LIMITS, 2000, isolated=True)
+    expect = ProbeExpectations(LIMITS, range(2000, 2001), isolated=True)
     good = {
         "uid": 2000,
         "euid": 2000,
@@ -232,7 +261,7 @@ def test_probe_verdicts() -> None:
     assert verdict(report(), expect) is None
     assert verdict("nothing", expect) == "the probe printed no report"
     assert verdict(report(uid=0, euid=0), expect) == "the probe ran as root"
-    assert "not 2000" in (verdict(report(uid=2001, euid=2001), expect) or "")
+    assert "not one of" in (verdict(report(uid=2001, euid=2001), expect) or "")
     assert "capabilities" in (verdict(report(cap_eff=1), expect) or "")
     assert "rlimits" in (verdict(report(nproc=-1), expect) or "")
     assert "loopback" in (verdict(report(loopback="connected"), expect) or "")

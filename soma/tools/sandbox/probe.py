@@ -38,8 +38,8 @@ print("SOMA-PROBE " + json.dumps(facts))
 @dataclass(frozen=True, slots=True)
 class ProbeExpectations:
     limits: Limits
-    uid: int | None
-    """The uid calls must run as (root platforms); None: any."""
+    uids: range | None
+    """The uids calls must run as (root platforms); None: any but root."""
     isolated: bool
     """Namespaces promised: no loopback, protected paths unseen."""
 
@@ -58,8 +58,8 @@ def verdict(stdout: str, expect: ProbeExpectations) -> str | None:
     facts: dict[str, Any] = json.loads(line.removeprefix("SOMA-PROBE "))
     if facts["uid"] == 0 or facts["euid"] == 0:
         return "the probe ran as root"
-    if expect.uid is not None and facts["uid"] != expect.uid:
-        return f"the probe ran as uid {facts['uid']}, not {expect.uid}"
+    if expect.uids is not None and facts["uid"] not in expect.uids:
+        return f"the probe ran as uid {facts['uid']}, not one of the sandbox's"
     if facts["cap_eff"] != 0:
         return "the probe kept capabilities"
     if facts["no_new_privs"] != "1":

@@ -47,8 +47,9 @@ class SandboxProvider:
         self._limits = Limits.from_settings(settings.sandbox)
         self._protected = tuple(Path(os.path.realpath(p)) for p in protected)
         self._root = os.geteuid() == 0
+        config = self._config
         self._uids = (
-            UidPool(self._config.uid_base, settings.max_concurrent_calls) if self._root else None
+            UidPool(config.uid_base, config.uid_count, config.uid_lock_dir) if self._root else None
         )
         self._slots = asyncio.Semaphore(settings.max_concurrent_calls)
         self._untidy: set[int] = set()
@@ -70,10 +71,9 @@ class SandboxProvider:
         """The isolation level calls run under (the configured one, or none at all)."""
         return self._config.isolation
 
-    @property
-    def uid_range(self) -> range | None:
-        """The uids calls run as (the platform runs as root), else None: its own."""
-        return self._uids.range if self._uids is not None else None
+    def uids_used(self) -> set[int] | None:
+        """The uids calls of this provider ran as (the platform runs as root), else None."""
+        return set(self._uids.used) if self._uids is not None else None
 
     def describe(self) -> dict[str, Any]:
         """The isolation in force, for `GET /v1/tools` and health."""
@@ -241,6 +241,15 @@ class SandboxProvider:
         for path in needed:
             if not os.access(path, os.X_OK):
                 raise SandboxUnavailable(f"{fail}: {path} is missing or not executable")
+        if self._uids is not None:
+            if self._config.uid_count < self._settings.max_concurrent_calls:
+                raise SandboxUnavailable(
+                    f"{fail}: tools.sandbox.uid_count is below tools.max_concurrent_calls"
+                )
+            try:
+                self._uids.open()
+            except OSError as exc:
+                raise SandboxUnavailable(f"{fail}: uid locks: {exc}") from None
         if level == "bubblewrap":
             self._runtime = Path(tempfile.mkdtemp(prefix="soma-sandbox-"))
             self._layout = Layout.build(
@@ -265,7 +274,7 @@ class SandboxProvider:
     async def _probe(self, fail: str) -> None:
         listener = socket.create_server(("127.0.0.1", 0))
         workspace = Path(tempfile.mkdtemp(prefix="soma-sandbox-probe-"))
-        expected_uid = self._uids.range.start if self._uids is not None else None
+        expected_uids = self._uids.range if self._uids is not None else None
         try:
             call = ToolCallContext(
                 "probe", "probe", "probe", "probe", "probe", workspace, _PROBE_TIMEOUT_S
@@ -279,7 +288,7 @@ class SandboxProvider:
             first = outcome.output.strip().splitlines()
             why = " / ".join(line for line in first if line and not line.startswith("["))[:300]
             raise SandboxUnavailable(f"{fail}: the probe failed: {why}")
-        expect = ProbeExpectations(self._limits, expected_uid, isolated=self._layout is not None)
+        expect = ProbeExpectations(self._limits, expected_uids, isolated=self._layout is not None)
         reason = verdict(outcome.output, expect)
         if reason is not None:
             raise SandboxUnavailable(f"{fail}: {reason}")
