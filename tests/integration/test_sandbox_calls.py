@@ -52,6 +52,11 @@ async def test_a_failing_program_is_an_error_with_its_exit_code(world: SandboxWo
     assert "[stdout]\npartial" in outcome.output and "[stderr]\nbroken" in outcome.output
 
 
+async def test_a_nul_in_a_command_is_an_error_for_the_model(world: SandboxWorld) -> None:
+    shell = await world.call("shell", "echo a\x00b")
+    assert (shell.status, shell.output) == ("error", "the command contains a NUL character")
+
+
 async def test_stderr_comes_along_with_a_success(world: SandboxWorld) -> None:
     outcome = await world.call("python", "import sys\nprint('out')\nprint('warn', file=sys.stderr)")
     assert outcome.status == "ok"

@@ -42,4 +42,8 @@ class ShellTool:
         return SPEC
 
     async def run(self, args: dict[str, Any], call: ToolCallContext) -> ToolOutcome:
-        return await self._sandbox.run(Program("shell", args["command"]), call)
+        command = args["command"]
+        if "\x00" in command:
+            # A command line is a C string: exec would refuse it.
+            return ToolOutcome.error("the command contains a NUL character")
+        return await self._sandbox.run(Program("shell", command), call)
