@@ -29,7 +29,16 @@ from soma.runtime.recovery import RecoveryService
 from soma.runtime.turn import TurnDeps
 from soma.runtime.worker import ConversationWorker
 from soma.storage.service import DatabaseService
+from soma.tools.builtins.files import FilesTool
+from soma.tools.builtins.http_fetch import HttpFetchTool
+from soma.tools.builtins.provider import BuiltinTools
+from soma.tools.catalog import Catalog
+from soma.tools.executor import Executor, ExecutorDeps, ToolMetrics
+from soma.tools.mcp import mcp_providers
 from soma.tools.published import CatalogReader
+from soma.tools.sandbox.provider import SandboxProvider
+from soma.tools.service import ToolsService
+from soma.tools.workspace import Workspaces
 
 
 def _database(ctx: ServiceContext) -> Service:
@@ -126,6 +135,47 @@ def _recovery(ctx: ServiceContext) -> Service:
     )
 
 
+def _tools(ctx: ServiceContext) -> Service:
+    settings, tools = ctx.settings, ctx.settings.tools
+    storage = ctx.get("database", DatabaseService)
+    cache = ctx.get("cache", CacheService)
+    workspaces = Workspaces(settings.data_dir / "workspaces", tools.workspace_quota_bytes)
+    # Sandboxed code must never read the platform's own files (keys, database, uploads).
+    sandbox = SandboxProvider(tools, protected=[settings.data_dir])
+    builtins = BuiltinTools(
+        [FilesTool(workspaces), HttpFetchTool(tools.http_fetch, tools.max_output_chars)]
+    )
+    catalog = Catalog(
+        [sandbox, builtins, *mcp_providers(tools.mcp_servers, tools.max_output_chars)]
+    )
+    tracer = trace.get_tracer("soma.tools")
+    executor = Executor(
+        ExecutorDeps(
+            database=storage.database,
+            catalog=catalog,
+            workspaces=workspaces,
+            policy=ctx.get("policy", PolicyService),
+            settings=tools,
+            metrics=ToolMetrics(ctx.metrics),
+            tracer=tracer,
+        )
+    )
+    return ToolsService(
+        bus=ctx.get("bus", Bus),  # type: ignore[type-abstract]
+        database=storage.database,
+        streams=cache.streams,
+        kv=cache.kv,
+        catalog=catalog,
+        executor=executor,
+        isolation=sandbox.isolation,
+        runtime=settings.runtime,
+        approval_timeout_s=tools.approval_timeout_s,
+        tracer=tracer,
+        # Nothing survives a restart on the in-process bus: every unfinished call is ours.
+        orphans_at_start=settings.bus.backend == "local",
+    )
+
+
 def _bus_plan(settings: Settings) -> str:
     if settings.bus.backend == "kafka":
         kafka = settings.bus.kafka
@@ -157,6 +207,17 @@ def definitions() -> list[ServiceDefinition]:
             _conversation,
             depends_on=("database", "cache", "bus", "llm", "outbox"),
             describe=lambda s: f"up to {s.runtime.max_concurrent_runs} runs at once",
+        ),
+        ServiceDefinition(
+            "tools",
+            _tools,
+            depends_on=("database", "cache", "bus", "policy", "outbox"),
+            # Without tools (no sandbox here, an MCP server down) chats still work; the
+            # service says why in health, and runs that need a tool are told.
+            critical=False,
+            describe=lambda s: (
+                f"sandbox {s.tools.sandbox.isolation}, {len(s.tools.mcp_servers)} MCP server(s)"
+            ),
         ),
         ServiceDefinition(
             "recovery",

@@ -370,6 +370,20 @@ class ScriptedLLM:
         return Response(payload, media_type=media)
 
 
+def tool_directive(request: RecordedRequest) -> Reply | None:
+    """The `--tools` script: calls asked for in the last user message, then the results."""
+    messages = request.body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        results = [m.get("content", "") for m in messages if m.get("role") == "tool"]
+        return Text("results: " + " | ".join(results), chunks=1)
+    content = str(last.get("content") or "")
+    if last.get("role") != "user" or not content.startswith("call "):
+        return None
+    calls = [(str(name), args) for name, args in json.loads(content[len("call ") :])]
+    return ToolCalls(calls, fragments=1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible server for tests")
     parser.add_argument("--port", type=int, default=0)
@@ -377,9 +391,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chunks", type=int, default=3, help="stream replies in this many chunks")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--instant", action="store_true", help="pre-encoded replies (benchmarks)")
+    parser.add_argument(
+        "--tools",
+        action="store_true",
+        help='a user message `call [["NAME", {json args}], ...]` makes the model call those '
+        "tools; once their results are in, it answers `results: ...`",
+    )
     args = parser.parse_args(argv)
 
     def responder(request: RecordedRequest) -> Reply:
+        if args.tools:
+            planned = tool_directive(request)
+            if planned is not None:
+                return planned
         if args.instant:
             return Instant(args.reply or "ok")
         text = args.reply if args.reply is not None else f"You said: {request.last_user_content}"
