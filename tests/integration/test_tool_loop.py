@@ -22,6 +22,7 @@ from soma.core.service import Health
 from soma.policy.service import create_policy
 from soma.runs.events import EventType
 from soma.runs.tool_steps import decide
+from soma.storage.tables import approvals as approvals_table
 from soma.storage.tables import tool_calls
 from soma.tools.builtins.files import FilesTool
 from soma.tools.builtins.provider import BuiltinTools
@@ -292,3 +293,34 @@ async def pending_approval(runtime: RuntimeStack, chat: Chat, run_id: str) -> st
 
 def runtime_now_minus(seconds: float) -> datetime:
     return utcnow() - timedelta(seconds=seconds)
+
+
+async def test_an_undecided_approval_expires_as_a_refusal(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(ToolCalls([("count", {"n": 9})]), Text("too late"))
+    chat = await tool_agent(runtime, "waiting", require_approval=("count",))
+    run_id = (await runtime.accept(chat, "count nine")).run.id
+    await runtime.wait_run(chat, run_id, {"awaiting_approval"})
+    approval = await pending_approval(runtime, chat, run_id)
+    async with runtime.database.transaction() as uow:
+        await uow.connection.execute(
+            update(approvals_table)
+            .where(approvals_table.c.id == approval)
+            .values(created_at=runtime_now_minus(3600))
+        )
+        await uow.connection.execute(
+            update(tool_calls)
+            .where(tool_calls.c.run_id == run_id)
+            .values(created_at=runtime_now_minus(3600))
+        )
+    await tools.service.sweep()
+    assert (await runtime.wait_run(chat, run_id, DONE)).status == "completed"
+    assert tools.counter.ran == []
+    async with runtime.database.read() as uow:
+        decided = await uow.approvals.get(chat.tenant_id, approval)
+    assert decided is not None and decided.status == "denied"
+    assert decided.decided_by == "the approval timeout"
+    (result,) = [e.data for e in await runtime.events(chat, run_id) if e.type == "tool.result"]
+    assert result["status"] == "refused" and "not decided within" in result["output"]
