@@ -104,6 +104,10 @@ class SandboxProvider:
             self._failure = str(exc)
             self._drop_runtime()
             raise
+        except Exception as exc:
+            self._failure = f"{self.isolation} isolation is not available: {exc!r}"[:500]
+            self._drop_runtime()
+            raise SandboxUnavailable(self._failure) from exc
         self._started = True
 
     async def stop(self) -> None:
@@ -287,6 +291,8 @@ class SandboxProvider:
         if outcome.status != "ok":
             first = outcome.output.strip().splitlines()
             why = " / ".join(line for line in first if line and not line.startswith("["))[:300]
+            if self._root:
+                why += " (calls run as an unprivileged uid, which must be able to run it)"
             raise SandboxUnavailable(f"{fail}: the probe failed: {why}")
         expect = ProbeExpectations(self._limits, expected_uids, isolated=self._layout is not None)
         reason = verdict(outcome.output, expect)
