@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,6 +35,7 @@ from bench.bench_runs import (
     scrape,
     start_profile,
 )
+from bench.openloop import run_open_loop
 from tests.e2e.platform import Platform, free_port, launch
 from tests.e2e.stacks import start_upstream
 
@@ -165,8 +168,51 @@ async def metrics_of(running: Platform) -> dict[str, float]:
         return await scrape(client)
 
 
+def measure_open(args: argparse.Namespace, group: list[Platform], upstream_pid: int) -> str:
+    """`--rate` turns/s offered (open loop), each observed with `?wait=true`."""
+    api = group[0]
+    key = (Path(api.env["SOMA_DATA_DIR"]) / "admin.key").read_text().strip()
+    sessions, _ = asyncio.run(prepare(api, key, args.sessions))
+    processes = {f"platform[{i}]": [psutil.Process(p.process.pid)] for i, p in enumerate(group)}
+    processes["upstream"] = [psutil.Process(upstream_pid)]
+    processes["servers"] = server_processes()
+    load = run_open_loop(api.base_url, key, sessions, args.rate, 2, args.connections)
+    asyncio.run(load)  # warm up
+    with CpuWindow(processes) as cpu:
+        result = asyncio.run(
+            run_open_loop(api.base_url, key, sessions, args.rate, args.duration, args.connections)
+        )
+    done = len(result.latencies)
+    platform_cpu = sum(v for k, v in cpu.seconds.items() if k.startswith("platform"))
+    quantiles = "  ".join(
+        f"p{int(q * 100)} {1000 * result.percentile(q):.1f} ms" for q in (0.5, 0.9, 0.95, 0.99)
+    )
+    return "\n".join(
+        [
+            f"== open · {args.stack} · shape {args.shape} ({len(group)} processes) · "
+            f"{args.rate:g} turns/s offered, {len(sessions)} sessions, ?wait=true",
+            f"command : {reproduce()}",
+            f"outcomes: {dict(result.outcomes)}; sends late by > 10 ms: {result.late_sends}",
+            f"rate    : {done} turns completed in {result.wall_s:.1f} s "
+            f"= {done / result.wall_s:,.0f}/s",
+            f"latency : from each turn's scheduled instant: {quantiles}",
+            "cpu     : "
+            + ", ".join(f"{k} {100 * v / cpu.wall:.0f}%" for k, v in cpu.seconds.items())
+            + f", client {100 * result.client_cpu_s / result.wall_s:.0f}%"
+            + f"; machine busy {cpu.machine_pct:.0f}% of {100 * (psutil.cpu_count() or 1)}%",
+            f"platform: {1000 * platform_cpu / max(done, 1):.3f} ms CPU per full turn",
+        ]
+    )
+
+
+def reproduce() -> str:
+    return shlex.join([".venv/bin/python", "-m", "bench.bench_wrk", *sys.argv[1:]])
+
+
 def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir: Path,
             upstream_pid: int) -> str:  # fmt: skip
+    if name == "open":
+        return measure_open(args, group, upstream_pid)
     api = group[0]
     key = (Path(api.env["SOMA_DATA_DIR"]) / "admin.key").read_text().strip()
     sessions, _ = asyncio.run(prepare(api, key, args.sessions))
@@ -226,7 +272,8 @@ def main() -> None:
     parser.add_argument("--stack", choices=("embedded", "distributed"), default="embedded")
     parser.add_argument("--shape", choices=SHAPES, default="one")
     parser.add_argument("--apis", type=int, default=1, help="API processes in --shape split")
-    parser.add_argument("--measure", action="append", choices=("accept", "turns"))
+    parser.add_argument("--measure", action="append", choices=("accept", "turns", "open"))
+    parser.add_argument("--rate", type=float, default=500.0, help="open loop: turns/s offered")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=1024)
