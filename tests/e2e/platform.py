@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+_LAUNCHED: list[subprocess.Popen[bytes]] = []
+"""Every platform process the suite started: none may outlive it."""
 
 
 def free_port() -> int:
@@ -79,7 +81,19 @@ def launch(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    _LAUNCHED.append(process)
     return Platform(process, f"http://127.0.0.1:{port}", log_path, env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_platform_left_running() -> Iterator[None]:
+    """Fails the session if a test left a platform process running (and stops it)."""
+    yield
+    left = [p for p in _LAUNCHED if p.poll() is None]
+    for process in left:
+        process.kill()
+        process.wait()
+    assert not left, f"{len(left)} platform process(es) left running: {[p.pid for p in left]}"
 
 
 @pytest.fixture

@@ -114,28 +114,27 @@ def under_load(
     servers: Servers,
     upstreams: dict[str, Upstream],
     fault: Callable[[Platform], None],
+    started: list[Platform],
 ) -> tuple[Api, list[dict[str, Any]], Load]:
-    """Start the platform, load it, inject `fault` mid-load, then let the load run on."""
+    """Start the platform (stopped by the `platform_factory` fixture whose list `started` is),
+    load it, inject `fault` mid-load, then let the load run on."""
     env = {**model_env(upstreams), **FAST_RECOVERY, **servers.env()}
     platform = launch(tmp_path, env)
-    try:
-        platform.wait_healthy(timeout=90)
-        key = (tmp_path / "data" / "admin.key").read_text().strip()
-        api = Api(platform, key)
-        load = Load(platform, key, [api.session() for _ in range(SESSIONS)])
-        sending = threading.Thread(target=load.run)
-        sending.start()
-        time.sleep(3)
-        fault(platform)
-        time.sleep(5)
-        load.stop.set()
-        sending.join(timeout=60)
-        accepted = load.accepted()
-        wait_answered(api, accepted, timeout=180)
-        return api, accepted, load
-    except BaseException:
-        platform.process.kill()
-        raise
+    started.append(platform)
+    platform.wait_healthy(timeout=90)
+    key = (tmp_path / "data" / "admin.key").read_text().strip()
+    api = Api(platform, key)
+    load = Load(platform, key, [api.session() for _ in range(SESSIONS)])
+    sending = threading.Thread(target=load.run)
+    sending.start()
+    time.sleep(3)
+    fault(platform)
+    time.sleep(5)
+    load.stop.set()
+    sending.join(timeout=60)
+    accepted = load.accepted()
+    wait_answered(api, accepted, timeout=180)
+    return api, accepted, load
 
 
 def check_exactly_once(api: Api, accepted: list[dict[str, Any]]) -> None:
@@ -146,7 +145,10 @@ def check_exactly_once(api: Api, accepted: list[dict[str, Any]]) -> None:
 
 
 def test_the_broker_frozen_30s_under_load_loses_and_duplicates_nothing(
-    tmp_path: Path, servers: Servers, upstreams: dict[str, Upstream]
+    tmp_path: Path,
+    servers: Servers,
+    upstreams: dict[str, Upstream],
+    platform_factory: list[Platform],
 ) -> None:
     process = servers.broker._process
     assert process is not None
@@ -158,7 +160,7 @@ def test_the_broker_frozen_30s_under_load_loses_and_duplicates_nothing(
         finally:
             process.send_signal(signal.SIGCONT)
 
-    api, accepted, load = under_load(tmp_path, servers, upstreams, freeze_30s)
+    api, accepted, load = under_load(tmp_path, servers, upstreams, freeze_30s, platform_factory)
     # Accepting never depended on the broker: every message sent was accepted.
     assert Counter(item["status"] for item in load.sent) == {202: len(load.sent)}
     assert len(accepted) > SESSIONS * 30 / PACE_S / 2, "the load did not span the outage"
@@ -167,7 +169,10 @@ def test_the_broker_frozen_30s_under_load_loses_and_duplicates_nothing(
 
 
 def test_postgres_restarted_under_load_answers_every_202_once(
-    tmp_path: Path, servers: Servers, upstreams: dict[str, Upstream]
+    tmp_path: Path,
+    servers: Servers,
+    upstreams: dict[str, Upstream],
+    platform_factory: list[Platform],
 ) -> None:
     health: list[int] = []
 
@@ -178,7 +183,9 @@ def test_postgres_restarted_under_load_answers_every_202_once(
         time.sleep(4)
         servers.postgres.resume()
 
-    api, accepted, load = under_load(tmp_path, servers, upstreams, crash_and_restart)
+    api, accepted, load = under_load(
+        tmp_path, servers, upstreams, crash_and_restart, platform_factory
+    )
     refused = Counter(item["status"] for item in load.sent if item["status"] != 202)
     # While the database was down, messages were refused (503), never half-accepted.
     assert set(refused) <= {503, None}, refused
@@ -189,14 +196,17 @@ def test_postgres_restarted_under_load_answers_every_202_once(
 
 
 def test_redis_restarted_under_load_loses_no_run(
-    tmp_path: Path, servers: Servers, upstreams: dict[str, Upstream]
+    tmp_path: Path,
+    servers: Servers,
+    upstreams: dict[str, Upstream],
+    platform_factory: list[Platform],
 ) -> None:
     def restart(_: Platform) -> None:
         servers.redis.halt()
         time.sleep(3)
         servers.redis.resume()
 
-    api, accepted, load = under_load(tmp_path, servers, upstreams, restart)
+    api, accepted, load = under_load(tmp_path, servers, upstreams, restart, platform_factory)
     refused = Counter(item["status"] for item in load.sent if item["status"] != 202)
     # Keys cannot be verified without the shared cache: refused as "try again", fail closed.
     assert set(refused) <= {503, None}, refused

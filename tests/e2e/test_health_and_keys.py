@@ -123,5 +123,11 @@ def test_reset_admin_key_on_an_empty_data_dir_creates_the_platform(
     done = _reset(stack)
     assert done.returncode == 0, done.stdout + done.stderr
     key = (stack.tmp_path / "data" / "admin.key").read_text().strip()
-    platform = stack.launch()
-    assert Api(platform, key).client.get("/v1/admin/tenants").status_code == 200
+    try:
+        platform = stack.launch()
+        assert Api(platform, key).client.get("/v1/admin/tenants").status_code == 200
+    finally:
+        # This test builds its own Stack: no fixture stops what it launched.
+        for started in stack.platforms:
+            started.process.kill()
+            started.process.wait()
