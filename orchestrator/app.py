@@ -48,6 +48,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     access_log: bool = True,
     http: HttpSettings | None = None,
+    spans: bool = True,
 ) -> FastAPI:
     http = http or HttpSettings()
     app = FastAPI(
@@ -97,7 +98,11 @@ def create_app(
         path_headers={DOCS_URL: headers_for_docs()},
     )
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, tracer=tracer, access_log=access_log
+        RequestContextMiddleware,
+        metrics=metrics,
+        tracer=tracer,
+        access_log=access_log,
+        spans=spans,
     )
     return app
 

@@ -211,8 +211,16 @@ class SomaOrchestrator:
             if isinstance(state.service, RouteProvider):
                 routers.extend(state.service.routers())
         http = self.settings.http
+        observability = self.settings.observability
         app = create_app(
-            self, self.metrics, self.tracer, routers, self.settings.observability.access_log, http
+            self,
+            self.metrics,
+            self.tracer,
+            routers,
+            observability.access_log,
+            http,
+            # With no exporter a span goes nowhere: the request's own id correlates the logs.
+            spans=observability.otlp_endpoint is not None,
         )
         limits = EdgeLimits.of(http, connection_budget(http, raise_fd_limit()))
         config = uvicorn.Config(

@@ -22,11 +22,15 @@ _log = logging.getLogger("soma.http")
 class RequestContextMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware) so streaming responses and throughput are unaffected."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, tracer: Tracer, access_log: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, tracer: Tracer, access_log: bool, spans: bool = True
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.tracer = tracer
         self.access_log = access_log
+        self.spans = spans
+        """False when no span goes anywhere (no exporter): then none is even started."""
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,6 +55,16 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        if not self.spans:
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                duration = elapsed if elapsed is not None else time.perf_counter() - start
+                self._count(method, _route_template(scope), status, duration)
+                self._log(method, scope, status, duration)
+                request_id_var.reset(request_token)
+                service_var.reset(service_token)
+            return
         with self.tracer.start_as_current_span(
             f"{method} {scope['path']}", kind=SpanKind.SERVER
         ) as span:
@@ -72,16 +86,19 @@ class RequestContextMiddleware:
                     span.set_attribute("soma.request_id", request_id)
                 duration = elapsed if elapsed is not None else time.perf_counter() - start
                 self._count(method, route, status, duration)
-                if self.access_log:
-                    _log.info(
-                        "%s %s %d",
-                        method,
-                        scope["path"],
-                        status,
-                        extra={"status": status, "duration_ms": round(duration * 1000, 3)},
-                    )
+                self._log(method, scope, status, duration)
                 request_id_var.reset(request_token)
                 service_var.reset(service_token)
+
+    def _log(self, method: str, scope: Scope, status: int, duration: float) -> None:
+        if self.access_log:
+            _log.info(
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
+                extra={"status": status, "duration_ms": round(duration * 1000, 3)},
+            )
 
     def _count(self, method: str, route: str, status: int, duration: float) -> None:
         # Resolving label children is a locked dict lookup each; a route's are resolved once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from prometheus_client import Counter
@@ -28,6 +29,8 @@ class PolicyService:
             ["action", "result"],
             registry=metrics.registry,
         )
+        # Actions and results are few: each child is resolved once, not per decision.
+        self._counted = functools.lru_cache(maxsize=256)(self._decisions.labels)
 
     @property
     def name(self) -> str:
@@ -63,9 +66,9 @@ class PolicyService:
                 cause,
                 extra={"action": input.action, "policy_backend": self._backend.description},
             )
-            self._decisions.labels(action=input.action, result="error").inc()
+            self._counted(input.action, "error").inc()
             return Decision(False, False, f"policy engine error: {cause}")
-        self._decisions.labels(action=input.action, result=decision.result).inc()
+        self._counted(input.action, decision.result).inc()
         return decision
 
 

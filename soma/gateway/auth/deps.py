@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Authenticator:
         self._verifier = verifier
         self._guard = guard
         self._metrics = metrics
+        # A verdict's counter child, resolved once (labels() takes a lock per call).
+        self._count = functools.lru_cache(maxsize=32)(metrics.auth.labels)
 
     async def authenticate(self, presented: str, address: str) -> Outcome:
         """Verify a key for a client; failures count against the address's limit.
@@ -86,24 +89,24 @@ class Authenticator:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         if credentials is None:
-            self._metrics.auth.labels("missing").inc()
+            self._count("missing").inc()
             raise HTTPException(401, _MISSING, headers=_CHALLENGE)
         try:
             outcome = await self.authenticate(credentials.credentials, client_address(request))
         except Exception:
             # Fail closed, but as "try again" rather than as a bad key or an opaque 500.
-            self._metrics.auth.labels("error").inc()
+            self._count("error").inc()
             _log.exception("API key verification failed")
             raise HTTPException(
                 503, "API keys cannot be verified right now", headers={"Retry-After": "1"}
             ) from None
         verification = outcome.verification
         if outcome.limited_for_s:
-            self._metrics.auth.labels("limited").inc()
+            self._count("limited").inc()
             raise HTTPException(
                 429, _LIMITED, headers={"Retry-After": retry_after(outcome.limited_for_s)}
             )
-        self._metrics.auth.labels(verification.verdict.value).inc()
+        self._count(verification.verdict.value).inc()
         if verification.principal is None:
             raise HTTPException(401, _DETAIL[verification.verdict], headers=_CHALLENGE)
         principal = verification.principal
