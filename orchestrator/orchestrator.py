@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -177,6 +178,7 @@ class SomaOrchestrator:
                 return EXIT_STARTUP_FAILED
             raise failure
         self._started = True
+        _settle_heap()
         if serving is None:
             serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
             _log.info("listening on http://%s:%d (port shared with other replicas)", host, port)
@@ -249,6 +251,24 @@ class SomaOrchestrator:
             server.force_exit = True
             serving.cancel()
             _log.error("http server did not stop within the shutdown timeout")
+
+
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The collector's generation thresholds while serving (CPython's are 700, 10, 10)."""
+
+
+def _settle_heap() -> None:
+    """Tune the cycle collector for a server once everything is loaded.
+
+    A request allocates hundreds of short-lived objects: at CPython's default threshold the
+    collector ran every few requests and walked the whole heap of loaded modules and caches
+    every few hundred, a quarter of the CPU of an accepted message (measured with it off).
+    What start-up loaded is frozen out of every collection; young collections run 70x less
+    often. Reference counting still frees almost everything at once; cycles still go.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

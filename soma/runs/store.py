@@ -24,6 +24,18 @@ if TYPE_CHECKING:  # the storage package imports this port's adapters: no import
 
 
 NextRequest = Callable[["Run"], OutgoingMessage]
+
+
+@dataclass(slots=True)
+class StatementCounts:
+    """What the hot path has cost the database: for tests of the statement budget."""
+
+    statements: int = 0
+    transactions: int = 0
+    trips: int = 0
+    """Round trips (on SQLite: jobs handed to its connection)."""
+
+
 """Builds the request that asks a worker to execute a session's next queued run."""
 
 

@@ -21,7 +21,15 @@ from sqlalchemy.engine import make_url
 from soma.bus.outbox import OutboxRecord
 from soma.core.errors import ConflictError, NotFoundError, UnavailableError
 from soma.runs.events import ATTEMPT_SPAN, EventType, RunEvent
-from soma.runs.store import Acceptance, Claim, Claimed, Completion, Finish, NextRequest
+from soma.runs.store import (
+    Acceptance,
+    Claim,
+    Claimed,
+    Completion,
+    Finish,
+    NextRequest,
+    StatementCounts,
+)
 from soma.storage.batcher import Batcher
 from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.pg_statements import ACCEPT, CLAIM, COMPLETE, FINISH, INSERT_OUTBOX
@@ -30,7 +38,6 @@ from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
 from soma.storage.rows import AGENT, MESSAGE, POSTGRES, RUN, SESSION, columns
-from soma.storage.sqlite_thread import StatementCounts
 
 MAX_BATCH = 256
 _DOWN = (

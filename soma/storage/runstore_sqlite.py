@@ -16,14 +16,22 @@ from soma.bus.outbox import OutboxRecord
 from soma.bus.port import OutgoingMessage
 from soma.core.errors import ConflictError, NotFoundError
 from soma.runs.events import ATTEMPT_SPAN, EventType, RunEvent
-from soma.runs.store import Acceptance, Claim, Claimed, Completion, Finish, NextRequest
+from soma.runs.store import (
+    Acceptance,
+    Claim,
+    Claimed,
+    Completion,
+    Finish,
+    NextRequest,
+    StatementCounts,
+)
 from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.repositories.agents import Agent
 from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
 from soma.storage.rows import AGENT, MESSAGE, RUN, SESSION, SQLITE, columns, json_text, sqlite_ts
-from soma.storage.sqlite_thread import SqliteThread, SqliteThreadMetrics, StatementCounts
+from soma.storage.sqlite_loop import SqliteLoop, SqliteMetrics
 
 _RUN = columns(RUN)
 _APPEND_MESSAGE = (
@@ -66,15 +74,15 @@ ORDER BY seq LIMIT 1"""
 
 
 class SqliteRunStore:
-    """Writes run on the writer thread (one transaction per batch of waiting jobs), reads on
-    a reader thread that never waits for them."""
+    """Writes are jobs of the writer connection (one transaction per batch of waiting jobs),
+    reads go to a read-only connection that never waits for them."""
 
     def __init__(
-        self, path: Path, signal: OutboxSignal, metrics: SqliteThreadMetrics | None = None
+        self, path: Path, signal: OutboxSignal, metrics: SqliteMetrics | None = None
     ) -> None:
         self._signal = signal
-        self._writer = SqliteThread(path, write=True, name="sqlite-writer", metrics=metrics)
-        self._reader = SqliteThread(path, write=False, name="sqlite-reader")
+        self._writer = SqliteLoop(path, write=True, metrics=metrics)
+        self._reader = SqliteLoop(path, write=False)
 
     @property
     def counts(self) -> StatementCounts:
@@ -91,7 +99,7 @@ class SqliteRunStore:
         await self._writer.close()
 
     def exclusive(self) -> AbstractAsyncContextManager[None]:
-        """Park the writer thread while another connection of this process writes."""
+        """Hold the writer back while another connection of this process writes."""
         return self._writer.exclusive()
 
     async def accept(self, acceptance: Acceptance) -> Message:

@@ -21,7 +21,7 @@ from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.outbox_store import SqlOutboxStore
 from soma.storage.runstore_postgres import PostgresRunStore
 from soma.storage.runstore_sqlite import SqliteRunStore
-from soma.storage.sqlite_thread import SqliteThreadMetrics
+from soma.storage.sqlite_loop import SqliteMetrics
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 5.0
@@ -43,7 +43,7 @@ class DatabaseService:
         if is_sqlite(self.engine):
             if path is None:
                 raise StartupError("database: in-memory SQLite is not supported; use a file")
-            sqlite_store = SqliteRunStore(path, signal, SqliteThreadMetrics(metrics.registry))
+            sqlite_store = SqliteRunStore(path, signal, SqliteMetrics(metrics.registry))
             self.run_store = sqlite_store
             exclusive = sqlite_store.exclusive
         else:

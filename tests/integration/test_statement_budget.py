@@ -26,9 +26,8 @@ from soma.observability.metrics import Metrics
 from soma.runs.commands import Accepted, accept_message, run_request
 from soma.runs.events import EventType, RunStatus
 from soma.runs.journal import RunJournal
-from soma.runs.store import Claim, Completion, reply_key
+from soma.runs.store import Claim, Completion, StatementCounts, reply_key
 from soma.storage import DatabaseService
-from soma.storage.sqlite_thread import StatementCounts
 from tests.support.runtime_stack import running_stack, runtime_settings, wait_for
 from tests.support.scripted_llm import ScriptedLLM, Text
 
