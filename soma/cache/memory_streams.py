@@ -81,6 +81,7 @@ class MemoryRunStreams:
         self._finished: dict[str, None] = {}
         self._bytes = 0
         self._waiters: dict[str, _Waiters] = {}
+        self._ended: dict[str, asyncio.Event] = {}
         self._sweeper = Sweeper(clock)
 
     @property
@@ -173,7 +174,25 @@ class MemoryRunStreams:
         while self._bytes > self._max_bytes and len(state.entries) > 1:
             self._trim_oldest(state)
 
+    async def wait_finished(self, stream: str, timeout_s: float) -> bool:
+        state = self._live(stream)
+        if state is not None and state.finished:
+            return True
+        event = self._ended.setdefault(stream, asyncio.Event())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if self._ended.get(stream) is event and not event.is_set():
+                self._ended.pop(stream, None)
+
     async def finish(self, stream: str) -> None:
+        ended = self._ended.pop(stream, None)
+        if ended is not None:
+            ended.set()
         state = self._live(stream)
         if state is None or state.finished:
             return

@@ -63,6 +63,10 @@ class RunStreams(Protocol):
 
     async def last_id(self, stream: str) -> int: ...
 
+    async def wait_finished(self, stream: str, timeout_s: float) -> bool:
+        """True once `finish(stream)` was called (now or before), False after `timeout_s`."""
+        ...
+
     async def finish(self, stream: str) -> None:
         """The stream's terminal entry is appended: keep it only `cache.stream_grace_s` more.
 

@@ -109,6 +109,7 @@ for i = 1, 2 do
     redis.call('PEXPIRE', KEYS[i], grace)
   end
 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 0
 """
 
@@ -242,7 +243,7 @@ class RedisRunStreams:
                 args = self._append_args(stream, data, entry_id, last)
                 await self._append(keys=keys, args=args, client=pipe)
             if finish:
-                await self._finish(keys=keys, args=[self._grace_ms], client=pipe)
+                await self._finish(keys=keys, args=self._finish_args(stream), client=pipe)
             replies = await pipe.execute(raise_on_error=False)
         for reply in replies:
             if isinstance(reply, ResponseError):
@@ -280,7 +281,22 @@ class RedisRunStreams:
         return 0 if newest is None else _entry_id(newest)
 
     async def finish(self, stream: str) -> None:
-        await self._finish(keys=list(self._keys(stream)), args=[self._grace_ms])
+        await self._finish(keys=list(self._keys(stream)), args=self._finish_args(stream))
+
+    def _finish_args(self, stream: str) -> list[Any]:
+        return [self._grace_ms, self.notifier.channel, self.notifier.ended(stream)]
+
+    async def wait_finished(self, stream: str, timeout_s: float) -> bool:
+        """One round trip to look, then nothing until the end is announced (or the timeout)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.notifier.watching(stream, end=True) as ended:
+                    if await self._client.exists(self._keys(stream)[2]):
+                        return True
+                    await ended.wait()
+                    return True
+        except TimeoutError:
+            return False
 
     async def delete(self, stream: str) -> None:
         await self._client.delete(*self._keys(stream))

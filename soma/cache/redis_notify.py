@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 
 _log = logging.getLogger("soma.cache.redis")
 _RETRY_S = 0.5
+END_MARK = "\n"
+"""No stream name contains a newline: `name\n` announces the end of `name`."""
 
 
 class StreamNotifier:
@@ -27,6 +29,7 @@ class StreamNotifier:
         self.channel = channel
         self._waiters: dict[str, asyncio.Event] = {}
         self._counts: dict[str, int] = {}
+        """Keys: a stream, or `ended(stream)` for who waits only for its end."""
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -35,9 +38,16 @@ class StreamNotifier:
         """Readers waiting for an append (none of them holds a connection)."""
         return sum(self._counts.values())
 
+    @staticmethod
+    def ended(stream: str) -> str:
+        """What a stream's end publishes (an append publishes the bare name)."""
+        return stream + END_MARK
+
     @contextlib.asynccontextmanager
-    async def watching(self, stream: str) -> AsyncIterator[asyncio.Event]:
-        """An event set by the next append to `stream` (or when notifications were lost)."""
+    async def watching(self, stream: str, *, end: bool = False) -> AsyncIterator[asyncio.Event]:
+        """An event set by the next append to `stream`, or with `end` by its end only (and
+        whenever notifications were lost)."""
+        stream = self.ended(stream) if end else stream
         if self._task is None:
             self._task = asyncio.create_task(self._listen(), name="redis-stream-notifier")
         await self._subscribed.wait()
@@ -66,6 +76,8 @@ class StreamNotifier:
         event = self._waiters.pop(stream, None)
         if event is not None:
             event.set()
+        if stream.endswith(END_MARK):
+            self._wake(stream[: -len(END_MARK)])  # an end is news to every reader too
 
     def _wake_all(self) -> None:
         for stream in list(self._waiters):

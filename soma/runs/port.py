@@ -29,6 +29,10 @@ class EventStreams(Protocol):
         self, stream: str, after_id: int, limit: int = 100, block_s: float = 0
     ) -> Sequence[StreamEntryLike]: ...
 
+    async def wait_finished(self, stream: str, timeout_s: float) -> bool:
+        """True once `finish(stream)` was called (now or before), False after `timeout_s`."""
+        ...
+
     async def finish(self, stream: str) -> None:
         """Call once after the terminal event is appended: the stream may go after a grace."""
         ...

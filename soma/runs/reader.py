@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from soma.runs.events import RunEvent, stream_key
+from soma.runs.events import FINISHED, RunEvent, stream_key
 from soma.runs.port import EventStreams, StreamEntryLike
 from soma.runs.store import RunStore
+
+if TYPE_CHECKING:  # as in the store port: storage imports the runs package
+    from soma.storage.repositories.messages import Message
+    from soma.storage.repositories.runs import Run
 
 READ_BATCH = 500
 STREAM_RETRY_S = 1.0
@@ -77,6 +82,35 @@ class RunEventReader:
                 last = event.id
                 if event.terminal:
                     return
+
+    async def finished(
+        self, tenant_id: str, run_id: str, *, fresh: bool = False
+    ) -> tuple[Run, Message | None] | None:
+        """The run and its reply once it ended (None: no such run); the caller bounds the wait.
+
+        The stream's end wakes us; the database is asked on each wake and every `heartbeat_s`,
+        since a notice can be lost and another replica's stream may be in its own process.
+        `fresh`: the caller just accepted the run, so the database need not be asked first.
+        """
+        if not fresh:
+            found = await self._store.run_reply(tenant_id, run_id)
+            if found is None or found[0].status in FINISHED:
+                return found
+        stream = stream_key(run_id)
+        while True:
+            try:
+                ended = await self._streams.wait_finished(stream, self._heartbeat_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("run %s: stream unreadable, asking the database: %s", run_id, exc)
+                await asyncio.sleep(STREAM_RETRY_S)
+                ended = False
+            found = await self._store.run_reply(tenant_id, run_id)
+            if found is None or found[0].status in FINISHED:
+                return found
+            if ended:  # a stream ended before its run is committed as ended cannot be: wait
+                await asyncio.sleep(STREAM_RETRY_S)
 
     async def _stream_after(self, run_id: str, after_id: int) -> list[StreamEntryLike]:
         """Everything the stream holds after `after_id` (a finished run's can exceed a batch)."""

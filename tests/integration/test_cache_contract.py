@@ -222,3 +222,17 @@ async def test_append_many_wakes_a_blocked_reader(cache: CacheService) -> None:
     await cache.streams.append_many("mw", [(b"a", 1), (b"b", 2)])
     entries = await asyncio.wait_for(reader, timeout=10)
     assert [e.data for e in entries][:1] == [b"a"]
+
+
+async def test_wait_finished_wakes_on_the_end_only(cache: CacheService) -> None:
+    streams = cache.streams
+    waiter = asyncio.create_task(streams.wait_finished("wf", 60))
+    await wait_until_blocked(cache, waiter)
+    await streams.append("wf", b"delta", 1)
+    await asyncio.sleep(0.2)
+    assert not waiter.done(), "an append is not the end"
+    await streams.append_many("wf", [(b"terminal", 2)], finish=True)
+    assert await asyncio.wait_for(waiter, timeout=10) is True
+    # Already finished: answered at once; never finished: False after the timeout.
+    assert await asyncio.wait_for(streams.wait_finished("wf", 60), timeout=10) is True
+    assert await streams.wait_finished("never", 0.2) is False

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from soma.core.errors import ConflictError, NotFoundError, UnavailableError
+from soma.core.errors import ConflictError, NotFoundError
 from soma.gateway.auth.deps import ChatCaller
 from soma.gateway.json_route import JsonRoute
 from soma.gateway.problems import conflict, not_found, unprocessable
@@ -140,14 +140,7 @@ async def _wait_finished(
 ) -> dict[str, Any] | None:
     """`{run, message}` once the run is terminal; None when waiting ran out or the gateway
     drains (the caller then answers 202: the message is accepted either way)."""
-
-    async def terminal() -> bool:
-        async for event in ctx.reader.events(tenant_id, run_id, fresh=fresh):
-            if event is not None and event.terminal:
-                return True
-        return False
-
-    waiter = asyncio.ensure_future(terminal())
+    waiter = asyncio.ensure_future(ctx.reader.finished(tenant_id, run_id, fresh=fresh))
     closing = asyncio.ensure_future(ctx.closing.wait())
     try:
         done, _ = await asyncio.wait(
@@ -156,17 +149,11 @@ async def _wait_finished(
     finally:
         for task in (waiter, closing):
             task.cancel()
-    outcome = (await asyncio.gather(waiter, return_exceptions=True))[0]
-    if waiter not in done or outcome is not True:
-        if isinstance(outcome, Exception):
+    found = (await asyncio.gather(waiter, return_exceptions=True))[0]
+    if waiter not in done or isinstance(found, BaseException) or found is None:
+        if isinstance(found, Exception):
             # The message is accepted whatever happens to the waiting: answer with the 202.
-            _log.warning("waiting for run %s failed: %s", run_id, outcome)
-        return None
-    try:
-        found = await ctx.store.run_reply(tenant_id, run_id)
-    except UnavailableError:
-        return None
-    if found is None:
+            _log.warning("waiting for run %s failed: %s", run_id, found)
         return None
     run, reply = found
     return {"run": run_json(run), "message": None if reply is None else message_json(reply)}
