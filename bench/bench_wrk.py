@@ -5,14 +5,17 @@
 
 `wrk` (compiled, a few % of a core) sends the POSTs, round-robin over `--sessions` sessions:
 `accept` POSTs and counts 202s, `turns` POSTs with `?wait=true` (200 once the run completed).
-Beside every rate: the CPU of each process over the window (platform processes, upstream,
-wrk, database/broker/cache servers) and the platform's CPU per operation.
+`--tool files` makes every turn a tool turn: an agent with that tool, and an upstream in
+`--tools` mode that calls it once (`--tool-args`) before it answers. Beside every rate: the
+CPU of each process over the window (platform processes, upstream, wrk, database/broker/cache
+servers) and the platform's CPU per operation.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import shlex
 import subprocess
@@ -48,7 +51,7 @@ LUA = """
 local sessions = {%(sessions)s}
 local i = 0
 wrk.method = "POST"
-wrk.body = '{"content":"hi"}'
+wrk.body = '%(body)s'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %(key)s"
 request = function()
@@ -155,12 +158,31 @@ def platforms(
             running.process.wait()
 
 
-async def prepare(running: Platform, key: str, count: int) -> tuple[list[str], dict[str, float]]:
+async def prepare(
+    running: Platform, key: str, count: int, tool: str | None
+) -> tuple[list[str], dict[str, float]]:
+    """Sessions of the default agent, or with `tool` of an agent that may call it."""
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=running.base_url, timeout=60, limits=limits,
                                  headers={"Authorization": f"Bearer {key}"}) as client:  # fmt: skip
-        sessions = await make_sessions(client, count)
+        if tool is None:
+            sessions = await make_sessions(client, count)
+        else:
+            agent = {"name": "bench-tools", "tools": [tool]}
+            (await client.post("/v1/agents", json=agent)).raise_for_status()
+            body = {"agent": "bench-tools"}
+            answers = await asyncio.gather(
+                *(client.post("/v1/sessions", json=body) for _ in range(count))
+            )
+            sessions = [str(a.raise_for_status().json()["id"]) for a in answers]
         return sessions, await scrape(client)
+
+
+def message_body(args: argparse.Namespace) -> bytes:
+    if args.tool is None:
+        return b'{"content":"hi"}'
+    content = "call " + json.dumps([[args.tool, json.loads(args.tool_args)]])
+    return json.dumps({"content": content}).encode()
 
 
 async def metrics_of(running: Platform) -> dict[str, float]:
@@ -172,15 +194,18 @@ def measure_open(args: argparse.Namespace, group: list[Platform], upstream_pid: 
     """`--rate` turns/s offered (open loop), each observed with `?wait=true`."""
     api = group[0]
     key = (Path(api.env["SOMA_DATA_DIR"]) / "admin.key").read_text().strip()
-    sessions, _ = asyncio.run(prepare(api, key, args.sessions))
+    sessions, _ = asyncio.run(prepare(api, key, args.sessions, args.tool))
     processes = {f"platform[{i}]": [psutil.Process(p.process.pid)] for i, p in enumerate(group)}
     processes["upstream"] = [psutil.Process(upstream_pid)]
     processes["servers"] = server_processes()
-    load = run_open_loop(api.base_url, key, sessions, args.rate, 2, args.connections)
+    body = message_body(args)
+    load = run_open_loop(api.base_url, key, sessions, args.rate, 2, args.connections, body)
     asyncio.run(load)  # warm up
     with CpuWindow(processes) as cpu:
         result = asyncio.run(
-            run_open_loop(api.base_url, key, sessions, args.rate, args.duration, args.connections)
+            run_open_loop(
+                api.base_url, key, sessions, args.rate, args.duration, args.connections, body
+            )
         )
     done = len(result.latencies)
     platform_cpu = sum(v for k, v in cpu.seconds.items() if k.startswith("platform"))
@@ -215,11 +240,12 @@ def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir:
         return measure_open(args, group, upstream_pid)
     api = group[0]
     key = (Path(api.env["SOMA_DATA_DIR"]) / "admin.key").read_text().strip()
-    sessions, _ = asyncio.run(prepare(api, key, args.sessions))
+    sessions, _ = asyncio.run(prepare(api, key, args.sessions, args.tool))
     lua = workdir / f"{name}.lua"
     query = "?wait=true" if name == "turns" else ""
     quoted = ",".join(f'"{s}"' for s in sessions)
-    lua.write_text(LUA % {"sessions": quoted, "key": key, "query": query})
+    body = message_body(args).decode().replace("\\", "\\\\").replace("'", "\\'")
+    lua.write_text(LUA % {"sessions": quoted, "key": key, "query": query, "body": body})
     before = [asyncio.run(metrics_of(p)) for p in group]
     processes = {f"platform[{i}]": [psutil.Process(p.process.pid)] for i, p in enumerate(group)}
     processes["upstream"] = [psutil.Process(upstream_pid)]
@@ -279,13 +305,16 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1024)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the platform")
     parser.add_argument("--profile", type=Path, help="py-spy each platform process into DIR")
+    parser.add_argument("--tool", help="every turn calls this tool once (e.g. files)")
+    parser.add_argument("--tool-args", default='{"op": "list", "path": "."}')
     args = parser.parse_args()
     if args.shape == "split" and args.stack != "distributed":
         parser.error("--shape split needs --stack distributed (shared servers)")
     extra = dict(item.split("=", 1) for item in args.env)
     with ExitStack() as stop, backends(args.stack) as backend_env:
         workdir = Path(stop.enter_context(tempfile.TemporaryDirectory(prefix="soma-wrk-")))
-        upstream = start_upstream("--instant", "--reply", "ok")
+        tools = ("--tools",) if args.tool else ()
+        upstream = start_upstream("--instant", "--reply", "ok", *tools)
         stop.callback(upstream.process.wait, 10)
         stop.callback(upstream.process.terminate)
         model = {"SOMA_LLM__DEFAULT_MODEL": "bench", "SOMA_LLM__MODELS__BENCH__PROVIDER": "openai",

@@ -46,11 +46,16 @@ class _Connection:
 
 
 async def run_open_loop(
-    base_url: str, key: str, sessions: list[str], rate: float, duration_s: float, connections: int
+    base_url: str,
+    key: str,
+    sessions: list[str],
+    rate: float,
+    duration_s: float,
+    connections: int,
+    body: bytes = b'{"content":"hi"}',
 ) -> OpenLoopResult:
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    body = b'{"content":"hi"}'
     requests = [
         (
             f"POST /v1/sessions/{session}/messages?wait=true HTTP/1.1\r\nHost: {host}\r\n"
