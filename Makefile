@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 
-.PHONY: run test install system-deps lint bench clean
+.PHONY: run test install run-deps system-deps lint bench clean
 
-run: install
+run: run-deps install
 	$(PY) -m orchestrator.main
 
 test: system-deps install
@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(PYTHON) $(VENV)
 	touch $@
 
+run-deps:
+	bash scripts/system-deps.sh run
+
 system-deps:
-	bash scripts/system-deps.sh
+	bash scripts/system-deps.sh test
 
 lint: install
 	$(VENV)/bin/ruff check soma orchestrator tests bench

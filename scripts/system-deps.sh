@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Debian packages the integration tests (and the wrk-driven benchmarks, the tools' sandbox) need (PostgreSQL+pgvector and the Kafka-protocol broker
-# come from PyPI wheels, see pyproject.toml).
+# Debian packages the platform needs (`run`: the tools' sandbox) and the tests need on top (`test`:
+# redis-server, the llama.cpp build tools, wrk for the benchmarks). PostgreSQL+pgvector and the
+# Kafka-protocol broker come from PyPI wheels, see pyproject.toml.
 set -euo pipefail
+mode="${1:-test}"
 missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v cmake >/dev/null || missing+=(cmake)
-command -v g++ >/dev/null || missing+=(g++)
-command -v wrk >/dev/null || missing+=(wrk)
-# The python/shell tools' sandbox (bubblewrap namespaces); the rlimits-level tests, run as root,
-# need an interpreter an unprivileged uid can read (Debian's, not one under /root).
+# The python/shell tools' sandbox (bubblewrap namespaces): without it the tools service is
+# unhealthy and those tools are refused.
 command -v bwrap >/dev/null || missing+=(bubblewrap)
-[ -x /usr/bin/python3 ] || missing+=(python3)
+if [ "$mode" = "test" ]; then
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v g++ >/dev/null || missing+=(g++)
+  command -v wrk >/dev/null || missing+=(wrk)
+  # The rlimits-level tests, run as root, need an interpreter an unprivileged uid can read
+  # (Debian's, not one under /root).
+  [ -x /usr/bin/python3 ] || missing+=(python3)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
