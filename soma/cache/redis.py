@@ -21,6 +21,7 @@ from soma.cache.port import (
     check_read,
     check_ttl,
 )
+from soma.cache.redis_batch import ScriptBatcher, ScriptCall
 from soma.cache.redis_notify import StreamNotifier
 
 _CONNECT_TIMEOUT_S = 3.0
@@ -112,6 +113,15 @@ end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 0
 """
+
+
+def _checked(reply: Any) -> Any:
+    """A script's reply, or its error raised (an id error as ValueError)."""
+    if isinstance(reply, ResponseError):
+        raise _id_error(reply)
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 def _pool(url: str, max_connections: int) -> BlockingConnectionPool:
@@ -210,6 +220,7 @@ class RedisRunStreams:
         self._grace_ms = max(1, math.ceil(grace_s * 1000))
         self._append = client.register_script(_APPEND)
         self._finish = client.register_script(_FINISH)
+        self._batcher = ScriptBatcher(client)
         self.notifier = StreamNotifier(listener, f"{prefix}st:appended")
 
     def _keys(self, stream: str) -> tuple[str, str, str]:
@@ -225,31 +236,24 @@ class RedisRunStreams:
     async def append(self, stream: str, data: bytes, entry_id: int | None = None) -> int:
         check_entry_id(entry_id)
         args = self._append_args(stream, data, entry_id, last=True)
-        try:
-            new_id = await self._append(keys=list(self._keys(stream)), args=args)
-        except ResponseError as exc:
-            raise _id_error(exc) from None
-        return int(new_id)
+        (reply,) = await self._batcher.run([ScriptCall(self._append, self._keys(stream), args)])
+        return int(_checked(reply))
 
     async def append_many(
         self, stream: str, entries: Sequence[tuple[bytes, int]], *, finish: bool = False
     ) -> None:
-        """One round trip for a step's events (and, with `finish`, the end of the stream)."""
-        keys = list(self._keys(stream))
-        async with self._client.pipeline(transaction=False) as pipe:
-            for index, (data, entry_id) in enumerate(entries):
-                check_entry_id(entry_id)
-                last = index == len(entries) - 1
-                args = self._append_args(stream, data, entry_id, last)
-                await self._append(keys=keys, args=args, client=pipe)
-            if finish:
-                await self._finish(keys=keys, args=self._finish_args(stream), client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise _id_error(reply)
-            if isinstance(reply, Exception):
-                raise reply
+        """A step's events (and, with `finish`, the end of the stream), sent with whatever
+        other runs append meanwhile: one round trip for them all."""
+        keys = self._keys(stream)
+        calls = []
+        for index, (data, entry_id) in enumerate(entries):
+            check_entry_id(entry_id)
+            args = self._append_args(stream, data, entry_id, index == len(entries) - 1)
+            calls.append(ScriptCall(self._append, keys, args))
+        if finish:
+            calls.append(ScriptCall(self._finish, keys, self._finish_args(stream)))
+        for reply in await self._batcher.run(calls):
+            _checked(reply)
 
     async def read(
         self, stream: str, after_id: int, limit: int = 100, block_s: float = 0

@@ -10,6 +10,7 @@ import redis.asyncio as aredis
 
 from soma.cache import create_cache
 from soma.cache.redis import RedisCache
+from soma.cache.redis_batch import ScriptCall
 from soma.config.settings import Settings
 from soma.core.errors import StartupError
 from soma.core.service import HealthStatus
@@ -207,4 +208,49 @@ async def test_finish_shortens_every_key_of_the_stream_to_the_grace(clean_redis_
         assert await raw.keys("soma:st:*") == []
     finally:
         await raw.aclose()
+        await cache.aclose()
+
+
+async def test_concurrent_appends_share_round_trips(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url)
+    streams = cache.streams
+    batcher = streams._batcher
+    sent: list[int] = []
+    execute = batcher._execute
+
+    async def counting(calls: list[ScriptCall]) -> list[object]:
+        sent.append(len(calls))
+        return await execute(calls)
+
+    batcher._execute = counting  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(
+            *(
+                streams.append_many(f"run{i}", [(b"a", 1), (b"b", 2)], finish=True)
+                for i in range(100)
+            )
+        )
+        for i in (0, 99):
+            assert [e.data for e in await streams.read(f"run{i}", 0)] == [b"a", b"b"]
+        with pytest.raises(ValueError, match="not above the last id"):
+            await streams.append_many("run5", [(b"late", 2)])
+    finally:
+        await cache.aclose()
+    assert sum(sent) == 100 * 3 + 1  # every call sent once ...
+    assert len(sent) <= 3  # ... in a few pipelines, not one per run
+
+
+async def test_appends_survive_a_script_flush(clean_redis_url: str) -> None:
+    cache = redis_cache(clean_redis_url)
+    try:
+        await cache.streams.append_many("flushed", [(b"one", 1)])
+        await cache._client.script_flush()
+        await cache.streams.append_many("flushed", [(b"two", 2)], finish=True)
+        assert await cache.streams.append("flushed", b"three") == 3
+        assert [e.data for e in await cache.streams.read("flushed", 0)] == [
+            b"one",
+            b"two",
+            b"three",
+        ]
+    finally:
         await cache.aclose()
