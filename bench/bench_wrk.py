@@ -269,7 +269,8 @@ def measure(name: str, args: argparse.Namespace, group: list[Platform], workdir:
     counted = Counter[str]()
     for b, a in zip(before, after, strict=True):
         for k, v in a.items():
-            if k.startswith(("soma_runs_total{", "soma_messages_accepted_total")):
+            if k.startswith(("soma_runs_total{", "soma_messages_accepted_total",
+                             "soma_db_busy_retries_total")):  # fmt: skip
                 counted[k] += int(v - b.get(k, 0.0))
     platform_cpu = sum(v for k, v in cpu.seconds.items() if k.startswith("platform"))
     ops = rate * cpu.wall
