@@ -8,18 +8,15 @@ for the session's next run).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
-import orjson
-from sqlalchemy.engine import make_url
 
 from soma.bus.outbox import OutboxRecord
-from soma.core.errors import ConflictError, NotFoundError, UnavailableError
+from soma.core.errors import ConflictError, NotFoundError
 from soma.runs.events import ATTEMPT_SPAN, EventType, RunEvent
 from soma.runs.store import (
     Acceptance,
@@ -32,6 +29,7 @@ from soma.runs.store import (
 )
 from soma.storage.batcher import Batcher
 from soma.storage.outbox_signal import OutboxSignal
+from soma.storage.pg_pool import IN_FLIGHT, MAX_BATCH, PgPool, settled, translated
 from soma.storage.pg_statements import ACCEPT, CLAIM, COMPLETE, FINISH, INSERT_OUTBOX
 from soma.storage.repositories.agents import Agent
 from soma.storage.repositories.messages import Message
@@ -39,58 +37,15 @@ from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
 from soma.storage.rows import AGENT, MESSAGE, POSTGRES, RUN, SESSION, columns
 
-MAX_BATCH = 256
-_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
-"""Failures of the server or the connection, not of the statement: worth a retry later."""
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def _translated(method: F) -> F:
-    """Connection-level failures surface as `UnavailableError` (503, retried by workers)."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await method(*args, **kwargs)
-        except _DOWN as exc:
-            raise UnavailableError(f"the database is unavailable: {type(exc).__name__}") from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-IN_FLIGHT = 4
 _N = len(RUN)
 
 
-async def init_connection(conn: asyncpg.Connection) -> None:
-    """JSON in and out through orjson, as the SQLAlchemy engine does."""
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name,
-            encoder=lambda value: orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode(),
-            decoder=orjson.loads,
-            schema="pg_catalog",
-        )
-
-
 class PostgresRunStore:
-    """Its own asyncpg pool beside SQLAlchemy's: the hot path skips the ORM layer entirely."""
+    """On the shared raw pool (`PgPool`), which it opens and closes."""
 
-    def __init__(
-        self, url: str, pool_size: int, connect_timeout_s: float, signal: OutboxSignal
-    ) -> None:
+    def __init__(self, pg: PgPool, signal: OutboxSignal) -> None:
         self._signal = signal
-        self._dsn = pool_dsn(url)
-        self._pool_size = pool_size
-        self._timeout = connect_timeout_s
-        self._pool_or_none: asyncpg.Pool | None = None
-        self._counts = StatementCounts()
+        self._pg = pg
         self._accepts: Batcher[Acceptance, Message] = Batcher(
             self._accept_many, max_batch=MAX_BATCH, max_in_flight=IN_FLIGHT
         )
@@ -102,33 +57,22 @@ class PostgresRunStore:
         )
 
     async def start(self) -> None:
-        if self._pool_or_none is None:
-            self._pool_or_none = await asyncpg.create_pool(
-                self._dsn,
-                min_size=1,
-                max_size=self._pool_size,
-                timeout=self._timeout,
-                init=init_connection,
-            )
+        await self._pg.start()
 
     async def close(self) -> None:
-        pool, self._pool_or_none = self._pool_or_none, None
-        if pool is not None:
-            await pool.close()
+        await self._pg.close()
 
     @property
     def _pool(self) -> asyncpg.Pool:
-        if self._pool_or_none is None:
-            raise RuntimeError("the run store is not started")
-        return self._pool_or_none
+        return self._pg.pool
 
-    @_translated
+    @translated
     async def accept(self, acceptance: Acceptance) -> Message:
         if acceptance.reject_if_active:
             return await self._accept_exclusive(acceptance)
         return await self._accepts.submit(acceptance)
 
-    @_translated
+    @translated
     async def claim(self, claim: Claim) -> Claimed | None:
         row = await self._claims.submit(claim)
         if row is None:
@@ -148,11 +92,11 @@ class PostgresRunStore:
             ),
         )
 
-    @_translated
+    @translated
     async def complete(self, completion: Completion) -> Run | None:
         return await self._completions.submit(completion)
 
-    @_translated
+    @translated
     async def finish(self, finish: Finish) -> Run | None:
         e = finish.event
         params = (finish.tenant_id, finish.run_id, finish.status, finish.error,
@@ -165,7 +109,7 @@ class PostgresRunStore:
             self._signal.notify()
         return run
 
-    @_translated
+    @translated
     async def renew_leases(
         self, owner: str, run_ids: Collection[str], lease_until: datetime
     ) -> set[str]:
@@ -181,7 +125,7 @@ class PostgresRunStore:
         self._count(trips=1, statements=1, transactions=1)
         return {row[0] for row in rows}
 
-    @_translated
+    @translated
     async def hand_back(self, tenant_id: str, run_id: str, owner: str) -> bool:
         row = await self._pool.fetchrow(
             "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL "
@@ -193,7 +137,7 @@ class PostgresRunStore:
         )
         return row is not None
 
-    @_translated
+    @translated
     async def fetch_outbox(self, limit: int) -> list[OutboxRecord]:
         rows = await self._pool.fetch(
             "SELECT id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL "
@@ -203,13 +147,13 @@ class PostgresRunStore:
         self._count(trips=1, statements=1, transactions=0)
         return [OutboxRecord(r[0], r[1], r[2], bytes(r[3]), dict(r[4])) for r in rows]
 
-    @_translated
+    @translated
     async def count_outbox(self) -> int:
         count = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         self._count(trips=1, statements=1, transactions=0)
         return int(count)
 
-    @_translated
+    @translated
     async def prune_outbox(self, sent_before: datetime, limit: int) -> int:
         status = await self._pool.execute(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < $1 "
@@ -219,14 +163,14 @@ class PostgresRunStore:
         )
         return int(status.split()[-1])
 
-    @_translated
+    @translated
     async def mark_outbox_sent(self, ids: Sequence[int], at: datetime) -> None:
         await self._pool.execute(
             "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])", at, list(ids)
         )
         self._count(trips=1, statements=1, transactions=1)
 
-    @_translated
+    @translated
     async def session_agent(
         self, tenant_id: str, session_id: str
     ) -> tuple[Session, Agent | None] | None:
@@ -243,7 +187,7 @@ class PostgresRunStore:
         agent = None if row[len(SESSION)] is None else POSTGRES.agent(row, len(SESSION))
         return POSTGRES.session(row), agent
 
-    @_translated
+    @translated
     async def run_reply(self, tenant_id: str, run_id: str) -> tuple[Run, Message | None] | None:
         row = await self._pool.fetchrow(
             f"SELECT {columns(RUN, 'r')}, {columns(MESSAGE, 'm')} FROM runs AS r "
@@ -259,7 +203,7 @@ class PostgresRunStore:
         reply = None if row[_N] is None else POSTGRES.message(row, _N)
         return POSTGRES.run(row), reply
 
-    @_translated
+    @translated
     async def events_after(
         self, tenant_id: str, run_id: str, after_id: int, limit: int
     ) -> list[RunEvent]:
@@ -274,7 +218,7 @@ class PostgresRunStore:
         self._count(trips=1, statements=1, transactions=0)
         return [POSTGRES.event(row) for row in rows]
 
-    @_translated
+    @translated
     async def _accept_many(self, items: list[Acceptance]) -> Sequence[Message | BaseException]:
         async with self._pool.acquire() as conn:
             try:
@@ -284,7 +228,7 @@ class PostgresRunStore:
                     raise
                 # One bad item (or a key raced by another batch) must not fail the others:
                 # each alone, in its own transaction, now seeing what the others committed.
-                return [await _settled(self._accept_one(conn, a)) for a in items]
+                return [await settled(self._accept_one(conn, a)) for a in items]
         self._count(trips=1, statements=len(items), transactions=1)
         answers = {row[0]: row for row in rows}
         stored = [_stored(a, answers.get(a.message.id)) for a in items]
@@ -293,7 +237,7 @@ class PostgresRunStore:
             self._signal.notify()  # this replica's relay need not wait for the NOTIFY
         return stored
 
-    @_translated
+    @translated
     async def _accept_one(self, conn: asyncpg.Connection, item: Acceptance) -> Message:
         row = await conn.fetchrow(ACCEPT, *_accept_params(item))
         self._count(trips=1, statements=1, transactions=1)
@@ -302,7 +246,7 @@ class PostgresRunStore:
             raise stored
         return stored
 
-    @_translated
+    @translated
     async def _accept_exclusive(self, item: Acceptance) -> Message:
         """`reject` agents: lock the session row, then look for an unfinished run."""
         session_id, tenant_id = item.message.session_id, item.message.tenant_id
@@ -328,7 +272,7 @@ class PostgresRunStore:
                 raise ConflictError(f"session {session_id} already has an active run")
             return await self._accept_one(conn, item)
 
-    @_translated
+    @translated
     async def _claim_many(self, items: list[Claim]) -> Sequence[Any]:
         params = [
             (c.tenant_id, c.run_id, c.owner, c.lease_until, c.now, c.max_attempts, c.history_limit)
@@ -340,7 +284,7 @@ class PostgresRunStore:
         claimed = {row[0]: row for row in rows}
         return [claimed.get(c.run_id) for c in items]
 
-    @_translated
+    @translated
     async def _complete_many(self, items: list[Completion]) -> Sequence[Run | None]:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetchmany(COMPLETE, [_complete_params(c) for c in items])
@@ -358,7 +302,7 @@ class PostgresRunStore:
             self._signal.notify()
         return [POSTGRES.run(done[c.run_id]) if c.run_id in done else None for c in items]
 
-    @_translated
+    @translated
     async def _request_next(self, conn: asyncpg.Connection, row: Any, finish: Finish) -> Run:
         request = _next_params(row, finish.next_request, finish.finished_at)
         if request is not None:
@@ -367,14 +311,11 @@ class PostgresRunStore:
 
     @property
     def counts(self) -> StatementCounts:
-        """A snapshot of what this store has cost the database so far."""
-        return replace(self._counts)
+        """A snapshot of what this store (and the tool store, on the same pool) has cost."""
+        return self._pg.counts
 
     def _count(self, *, trips: int, statements: int, transactions: int) -> None:
-        counts = self._counts
-        counts.trips += trips
-        counts.statements += statements
-        counts.transactions += transactions
+        self._pg.count(trips=trips, statements=statements, transactions=transactions)
 
 
 def _accept_params(a: Acceptance) -> tuple[Any, ...]:
@@ -411,15 +352,3 @@ def _next_params(row: Any, build: NextRequest, at: datetime) -> tuple[Any, ...] 
 
 def _session_missing(item: Acceptance) -> NotFoundError:
     return NotFoundError(f"session {item.message.session_id} not found")
-
-
-async def _settled(work: Any) -> Any:
-    try:
-        return await work
-    except Exception as exc:
-        return exc
-
-
-def pool_dsn(url: str) -> str:
-    """An asyncpg DSN from the SQLAlchemy URL (`postgresql+asyncpg://` → `postgresql://`)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 
 from soma.bus.outbox import OutboxRecord
-from soma.bus.port import OutgoingMessage
 from soma.core.errors import ConflictError, NotFoundError
 from soma.runs.events import ATTEMPT_SPAN, EventType, RunEvent
 from soma.runs.store import (
@@ -32,24 +31,18 @@ from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
 from soma.storage.rows import AGENT, MESSAGE, RUN, SESSION, SQLITE, columns, json_text, sqlite_ts
 from soma.storage.sqlite_loop import SqliteLoop, SqliteMetrics
+from soma.storage.sqlite_writes import (
+    APPEND_MESSAGE,
+    NEXT_SEQ,
+    add_outbox,
+    append_event,
+    message_params,
+    one,
+)
 
 _RUN = columns(RUN)
-_APPEND_MESSAGE = (
-    f"INSERT INTO messages ({columns(MESSAGE)}) VALUES ({', '.join('?' * len(MESSAGE))})"
-)
-_INSERT_REPLY = _APPEND_MESSAGE + " ON CONFLICT DO NOTHING"
+_INSERT_REPLY = APPEND_MESSAGE + " ON CONFLICT DO NOTHING"
 """A redelivered completion finds its reply (idempotency key) already there."""
-_INSERT_EVENT = (
-    "INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-)
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (topic, key, payload, headers, created_at) VALUES (?, ?, ?, ?, ?)"
-)
-_NEXT_SEQ = (
-    "UPDATE sessions SET last_seq = last_seq + 1 "
-    "WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING last_seq"
-)
 _RESERVE_SEQ = "UPDATE sessions SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"
 _CLAIM = f"""
 UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = ?,
@@ -114,7 +107,7 @@ class SqliteRunStore:
         def job(conn: sqlite3.Connection) -> Claimed | None:
             at, until = sqlite_ts(claim.now), sqlite_ts(claim.lease_until)
             params = (claim.owner, until, at, tenant_id, run_id, claim.owner, at)
-            row = _one(conn, _CLAIM, params)
+            row = one(conn, _CLAIM, params)
             if row is None:
                 return None
             run = SQLITE.run(row)
@@ -123,10 +116,10 @@ class SqliteRunStore:
             started = RunEvent(
                 run.attempt * ATTEMPT_SPAN + 1, EventType.STARTED, {"attempt": run.attempt}
             )
-            _event(conn, run_id, tenant_id, started, at)
+            append_event(conn, run_id, tenant_id, started, at)
             # Reserved now (deleted session or not), so the reply never races later questions.
-            reply_seq = _one(conn, _RESERVE_SEQ, (run.session_id,))
-            agent = _one(
+            reply_seq = one(conn, _RESERVE_SEQ, (run.session_id,))
+            agent = one(
                 conn,
                 f"SELECT {columns(AGENT)} FROM agents WHERE tenant_id = ? AND id = ?",
                 (tenant_id, run.agent_id),
@@ -161,10 +154,10 @@ class SqliteRunStore:
             )
             if run is None:
                 return None
-            conn.execute(_INSERT_REPLY, _message_params(completion.reply))
+            conn.execute(_INSERT_REPLY, message_params(completion.reply))
             for event in completion.events:
-                _event(conn, run.id, run.tenant_id, event, at)
-            _outbox(conn, completion.outbound, at)
+                append_event(conn, run.id, run.tenant_id, event, at)
+            add_outbox(conn, completion.outbound, at)
             _request_next(conn, run, completion.next_request, at)
             return run
 
@@ -188,7 +181,7 @@ class SqliteRunStore:
             )
             if run is None:
                 return None
-            _event(conn, run.id, run.tenant_id, finish.event, at)
+            append_event(conn, run.id, run.tenant_id, finish.event, at)
             _request_next(conn, run, finish.next_request, at)
             return run
 
@@ -216,7 +209,7 @@ class SqliteRunStore:
 
     async def hand_back(self, tenant_id: str, run_id: str, owner: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
-            row = _one(
+            row = one(
                 conn,
                 "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL "
                 "WHERE tenant_id = ? AND id = ? AND status = 'running' AND lease_owner = ? "
@@ -236,7 +229,7 @@ class SqliteRunStore:
 
     async def count_outbox(self) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            row = _one(conn, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", ())
+            row = one(conn, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", ())
             return int(row[0])
 
         return await self._reader.run(job)
@@ -265,7 +258,7 @@ class SqliteRunStore:
         self, tenant_id: str, session_id: str
     ) -> tuple[Session, Agent | None] | None:
         def job(conn: sqlite3.Connection) -> tuple[Session, Agent | None] | None:
-            row = _one(
+            row = one(
                 conn,
                 f"SELECT {columns(SESSION, 's')}, {columns(AGENT, 'a')} FROM sessions AS s "
                 "LEFT JOIN agents AS a ON a.id = s.agent_id AND a.tenant_id = s.tenant_id "
@@ -281,12 +274,12 @@ class SqliteRunStore:
 
     async def run_reply(self, tenant_id: str, run_id: str) -> tuple[Run, Message | None] | None:
         def job(conn: sqlite3.Connection) -> tuple[Run, Message | None] | None:
-            row = _one(
+            row = one(
                 conn, f"SELECT {_RUN} FROM runs WHERE tenant_id = ? AND id = ?", (tenant_id, run_id)
             )
             if row is None:
                 return None
-            reply = _one(
+            reply = one(
                 conn,
                 f"SELECT {columns(MESSAGE)} FROM messages "
                 "WHERE tenant_id = ? AND idempotency_key = ?",
@@ -313,34 +306,34 @@ class SqliteRunStore:
 def _accept(conn: sqlite3.Connection, a: Acceptance) -> Message:
     message, run = a.message, a.run
     if message.idempotency_key is not None:
-        existing = _one(
+        existing = one(
             conn,
             f"SELECT {columns(MESSAGE)} FROM messages WHERE idempotency_key = ?",
             (message.idempotency_key,),
         )
         if existing is not None:
             return SQLITE.message(existing)
-    row = _one(conn, _NEXT_SEQ, (message.session_id, message.tenant_id))
+    row = one(conn, NEXT_SEQ, (message.session_id, message.tenant_id))
     if row is None:
         raise NotFoundError(f"session {message.session_id} not found")
     seq: int = row[0]
-    if a.reject_if_active and _one(
+    if a.reject_if_active and one(
         conn,
         "SELECT 1 FROM runs WHERE session_id = ? AND finished_at IS NULL LIMIT 1",
         (message.session_id,),
     ):
         raise ConflictError(f"session {message.session_id} already has an active run")
     at = sqlite_ts(message.created_at)
-    params = list(_message_params(message))
+    params = list(message_params(message))
     params[9] = seq
-    conn.execute(_APPEND_MESSAGE, params)
+    conn.execute(APPEND_MESSAGE, params)
     conn.execute(
         "INSERT INTO runs (id, tenant_id, session_id, agent_id, message_id, status, attempt, "
         "created_at, seq) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
         (run.id, run.tenant_id, run.session_id, run.agent_id, message.id, run.status, at, seq),
     )
-    _event(conn, run.id, run.tenant_id, a.queued, at)
-    _outbox(conn, a.request, at)
+    append_event(conn, run.id, run.tenant_id, a.queued, at)
+    add_outbox(conn, a.request, at)
     return replace(message, seq=seq)
 
 
@@ -356,35 +349,12 @@ def _end(
     at: str | None,
 ) -> Run | None:
     params = (status, json_text(usage), error, at, tenant_id, run_id, json_text(list(expected)))
-    row = _one(conn, _END, params)
+    row = one(conn, _END, params)
     return None if row is None else SQLITE.run(row)
 
 
 def _request_next(conn: sqlite3.Connection, run: Run, build: NextRequest, at: str | None) -> None:
     """The session's next queued run may have been set aside while this one ran."""
-    row = _one(conn, _NEXT_QUEUED, (run.session_id, run.tenant_id))
+    row = one(conn, _NEXT_QUEUED, (run.session_id, run.tenant_id))
     if row is not None:
-        _outbox(conn, build(SQLITE.run(row)), at)
-
-
-def _message_params(m: Message) -> tuple[Any, ...]:
-    return (m.id, m.tenant_id, m.session_id, m.run_id, m.role, m.content, json_text(m.tool_calls),
-            m.tool_call_id, json_text(m.metadata), m.seq, m.idempotency_key,
-            sqlite_ts(m.created_at))  # fmt: skip
-
-
-def _event(
-    conn: sqlite3.Connection, run_id: str, tenant_id: str, event: RunEvent, at: str | None
-) -> None:
-    data = json_text(event.data)
-    conn.execute(_INSERT_EVENT, (run_id, event.id, tenant_id, event.type, data, at))
-
-
-def _outbox(conn: sqlite3.Connection, message: OutgoingMessage, at: str | None) -> None:
-    headers = json_text(dict(message.headers))
-    conn.execute(_INSERT_OUTBOX, (message.topic, message.key, message.value, headers, at))
-
-
-def _one(conn: sqlite3.Connection, sql: str, params: Any) -> Any:
-    rows = conn.execute(sql, params).fetchall()
-    return rows[0] if rows else None
+        add_outbox(conn, build(SQLITE.run(row)), at)

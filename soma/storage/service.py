@@ -19,6 +19,7 @@ from soma.storage.metrics import StorageMetrics
 from soma.storage.migrate import current_revision, head_revision, migrate
 from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.outbox_store import SqlOutboxStore
+from soma.storage.pg_pool import PgPool
 from soma.storage.runstore_postgres import PostgresRunStore
 from soma.storage.runstore_sqlite import SqliteRunStore
 from soma.storage.sqlite_loop import SqliteMetrics
@@ -47,9 +48,8 @@ class DatabaseService:
             self.run_store = sqlite_store
             exclusive = sqlite_store.exclusive
         else:
-            self.run_store = PostgresRunStore(
-                self._url, settings.database.pool_size, CONNECT_TIMEOUT_S, signal
-            )
+            pg = PgPool(self._url, settings.database.pool_size, CONNECT_TIMEOUT_S)
+            self.run_store = PostgresRunStore(pg, signal)
             exclusive = None
         self.database = Database(self.engine, StorageMetrics(metrics), signal, exclusive)
         self.outbox_store = SqlOutboxStore(self.database, self.run_store)
