@@ -18,6 +18,7 @@ from soma.storage.repositories.agents import Agent, AgentSettings
 from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
+from soma.storage.repositories.tool_calls import ToolCall
 
 RUN = ("id", "tenant_id", "session_id", "agent_id", "message_id", "status", "attempt",
        "lease_owner", "lease_expires_at", "usage", "error", "created_at", "started_at",
@@ -27,6 +28,9 @@ MESSAGE = ("id", "tenant_id", "session_id", "run_id", "role", "content", "tool_c
 AGENT = ("id", "tenant_id", "name", "instructions", "model", "tools", "memory", "settings",
          "created_at", "updated_at")  # fmt: skip
 SESSION = ("id", "tenant_id", "agent_id", "title", "metadata", "created_at")
+TOOL_CALL = ("id", "tenant_id", "run_id", "session_id", "call_id", "name", "args", "status",
+             "result", "error", "approval_id", "created_at", "finished_at", "started_at",
+             "position", "event_base")  # fmt: skip
 
 Decode = Callable[[Any], Any]
 
@@ -35,6 +39,11 @@ def columns(names: Sequence[str], alias: str | None = None) -> str:
     """`a.id, a.tenant_id, ...` for a SELECT list."""
     prefix = f"{alias}." if alias else ""
     return ", ".join(prefix + name for name in names)
+
+
+def in_list(values: Sequence[str]) -> str:
+    """`('a', 'b')`: a constant list of words written into a statement."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
 def placeholders(count: int, style: str, start: int = 1) -> str:
@@ -111,6 +120,27 @@ class Codec:
             title=row[at + 3],
             metadata=self.json(row[at + 4]) or {},
             created_at=self.ts(row[at + 5]),
+        )
+
+    def tool_call(self, row: Sequence[Any], at: int = 0) -> ToolCall:
+        j, t = self.json, self.ts
+        return ToolCall(
+            id=row[at],
+            tenant_id=row[at + 1],
+            run_id=row[at + 2],
+            session_id=row[at + 3],
+            call_id=row[at + 4],
+            name=row[at + 5],
+            args=dict(j(row[at + 6])),
+            status=row[at + 7],
+            result=j(row[at + 8]),
+            error=row[at + 9],
+            approval_id=row[at + 10],
+            created_at=t(row[at + 11]),
+            finished_at=t(row[at + 12]),
+            started_at=t(row[at + 13]),
+            position=row[at + 14],
+            event_base=row[at + 15],
         )
 
     def event(self, row: Sequence[Any]) -> RunEvent:

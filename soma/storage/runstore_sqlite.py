@@ -78,8 +78,13 @@ class SqliteRunStore:
         self._reader = SqliteLoop(path, write=False)
 
     @property
+    def loops(self) -> tuple[SqliteLoop, SqliteLoop]:
+        """The writer and the reader, for the store that shares them (the tool store)."""
+        return self._writer, self._reader
+
+    @property
     def counts(self) -> StatementCounts:
-        """Both threads together; a job handed to either is one trip."""
+        """Both connections together (the tool store's jobs too); a job is one trip."""
         w, r = self._writer.counts, self._reader.counts
         return StatementCounts(w.statements + r.statements, w.transactions, w.trips + r.trips)
 

@@ -23,6 +23,8 @@ from soma.storage.pg_pool import PgPool
 from soma.storage.runstore_postgres import PostgresRunStore
 from soma.storage.runstore_sqlite import SqliteRunStore
 from soma.storage.sqlite_loop import SqliteMetrics
+from soma.storage.toolstore_postgres import PostgresToolStore
+from soma.storage.toolstore_sqlite import SqliteToolStore
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 5.0
@@ -41,15 +43,18 @@ class DatabaseService:
         path = sqlite_file(self._url)
         signal = OutboxSignal()
         self.run_store: SqliteRunStore | PostgresRunStore
+        self.tool_store: SqliteToolStore | PostgresToolStore
         if is_sqlite(self.engine):
             if path is None:
                 raise StartupError("database: in-memory SQLite is not supported; use a file")
             sqlite_store = SqliteRunStore(path, signal, SqliteMetrics(metrics.registry))
             self.run_store = sqlite_store
+            self.tool_store = SqliteToolStore(sqlite_store.loops, signal)
             exclusive = sqlite_store.exclusive
         else:
             pg = PgPool(self._url, settings.database.pool_size, CONNECT_TIMEOUT_S)
             self.run_store = PostgresRunStore(pg, signal)
+            self.tool_store = PostgresToolStore(pg, signal)
             exclusive = None
         self.database = Database(self.engine, StorageMetrics(metrics), signal, exclusive)
         self.outbox_store = SqlOutboxStore(self.database, self.run_store)
