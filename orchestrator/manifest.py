@@ -106,6 +106,7 @@ def _turn_deps(ctx: ServiceContext) -> TurnDeps:
     return TurnDeps(
         database=storage.database,
         store=storage.run_store,
+        tool_store=storage.tool_store,
         streams=cache.streams,
         models=ctx.get("llm", LLMService),
         tools=CatalogReader(cache.kv),
@@ -151,7 +152,7 @@ def _tools(ctx: ServiceContext) -> Service:
     tracer = trace.get_tracer("soma.tools")
     executor = Executor(
         ExecutorDeps(
-            database=storage.database,
+            store=storage.tool_store,
             catalog=catalog,
             workspaces=workspaces,
             policy=ctx.get("policy", PolicyService),
@@ -163,6 +164,7 @@ def _tools(ctx: ServiceContext) -> Service:
     return ToolsService(
         bus=ctx.get("bus", Bus),  # type: ignore[type-abstract]
         database=storage.database,
+        store=storage.tool_store,
         streams=cache.streams,
         kv=cache.kv,
         catalog=catalog,

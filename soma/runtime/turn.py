@@ -24,8 +24,9 @@ from soma.runs.events import EventType, RunStatus
 from soma.runs.journal import RunJournal
 from soma.runs.port import EventStreams
 from soma.runs.store import Claim, Claimed, Completion, RunStore, reply_key
-from soma.runs.tool_steps import MAX_CALLS_PER_STEP as MAX_CALLS
 from soma.runs.tool_steps import park_for_tools
+from soma.runs.tool_store import MAX_CALLS_PER_STEP as MAX_CALLS
+from soma.runs.tool_store import ToolStore
 from soma.runs.views import message_json
 from soma.runtime.context import build_context, turns_before
 from soma.runtime.inflight import Handle, InFlight
@@ -50,6 +51,7 @@ class ChatModels(Protocol):
 class TurnDeps:
     database: Database
     store: RunStore
+    tool_store: ToolStore
     streams: EventStreams
     models: ChatModels
     tools: CatalogReader
@@ -199,13 +201,13 @@ class Turn:
         """The model asked for tools: write the step and leave the run to the tools service."""
         run = claimed.run
         usage = _usage_json(run.usage, reply.usage)
-        async with self.deps.database.transaction() as uow:
-            parked = await park_for_tools(uow, run, journal, reply.text, reply.tool_calls(), usage)
+        calls = reply.tool_calls()
+        parked = await park_for_tools(self.deps.tool_store, run, journal, reply.text, calls, usage)
         if parked is None:
             # A cancel landed while the step was being written: it wins.
             await self._finish(journal, run, RunStatus.CANCELLED)
             return
-        await journal.publish(parked[1])
+        await journal.publish(parked.events)
         self.outcome = "awaiting_tools"
 
     async def _complete(self, claimed: Claimed, journal: RunJournal, reply: ResultBuilder) -> None:

@@ -24,8 +24,7 @@ from soma.config.settings import ToolsSettings
 from soma.core.clock import utcnow
 from soma.observability.metrics import LATENCY_BUCKETS, Metrics
 from soma.policy.port import Decision, PolicyInput, Subject
-from soma.runs.tool_steps import Settlement
-from soma.storage.database import Database
+from soma.runs.tool_store import Settlement, ToolStore
 from soma.storage.repositories.agents import Agent
 from soma.storage.repositories.runs import Run
 from soma.storage.repositories.tool_calls import ToolCall
@@ -62,7 +61,7 @@ class ToolMetrics:
 
 @dataclass(frozen=True)
 class ExecutorDeps:
-    database: Database
+    store: ToolStore
     catalog: Catalog
     workspaces: Workspaces
     policy: PolicyDecider
@@ -99,10 +98,7 @@ class Executor:
             if not orphan and started > self.interrupted_before(now):
                 return None  # still within its budget: whoever runs it will record it
             return await self._interrupted(call, now, orphan)
-        async with deps.database.transaction() as uow:
-            claimed = await uow.tool_calls.start(
-                call.tenant_id, call.id, now=now, from_statuses=(call.status,)
-            )
+        claimed = await deps.store.start(call.tenant_id, call.id, now, (call.status,))
         if claimed is None:
             return None
         if agent is None:
@@ -113,17 +109,14 @@ class Executor:
         tool = self._deps.catalog.get(call.name)
         if tool is not None and tool.spec.idempotent:
             before = now if orphan else self.interrupted_before(now)
-            async with self._deps.database.transaction() as uow:
-                again = await uow.tool_calls.restart(
-                    call.tenant_id, call.id, now=now, started_before=before
-                )
+            store = self._deps.store
+            again = await store.restart(call.tenant_id, call.id, now, before)
             if again is None:
                 return None
-            async with self._deps.database.read() as uow:
-                run = await uow.runs.get(call.tenant_id, call.run_id)
-                agent = None if run is None else await uow.agents.get(call.tenant_id, run.agent_id)
-            if run is None or agent is None:
+            loaded = await store.load(call.tenant_id, call.run_id, ())
+            if loaded is None or loaded.agent is None:
                 return None
+            run, agent = loaded.run, loaded.agent
             return await self._run(run, agent, again, after_approval=False, checked=True)
         text = (
             "interrupted: the tools service stopped while this call ran; it was not run again "

@@ -28,6 +28,7 @@ from soma.core.service import Health, HealthStatus
 from soma.runs.journal import publish
 from soma.runs.port import EventStreams
 from soma.runs.tool_steps import decide, record
+from soma.runs.tool_store import ToolStore
 from soma.storage.database import Database
 from soma.storage.repositories.tool_calls import ToolCall
 from soma.tools.catalog import Catalog
@@ -53,6 +54,7 @@ class ToolsService:
         *,
         bus: Bus,
         database: Database,
+        store: ToolStore,
         streams: EventStreams,
         kv: Publisher,
         catalog: Catalog,
@@ -65,6 +67,7 @@ class ToolsService:
     ) -> None:
         self._bus = bus
         self._database = database
+        self._store = store
         self._streams = streams
         self._kv = kv
         self._catalog = catalog
@@ -147,20 +150,17 @@ class ToolsService:
 
         `orphans`: nothing else can be running them (the in-process bus restarted with us).
         """
-        async with self._database.read() as uow:
-            run = await uow.runs.get(tenant_id, run_id)
-            if run is None or run.finished_at is not None:
-                return  # cancelled or failed meanwhile: nothing left to run for it
-            agent = await uow.agents.get(tenant_id, run.agent_id)
-            calls = [c for i in call_ids if (c := await uow.tool_calls.get(tenant_id, i))]
+        loaded = await self._store.load(tenant_id, run_id, call_ids)
+        if loaded is None or loaded.run.finished_at is not None:
+            return  # cancelled or failed meanwhile: nothing left to run for it
+        run, agent = loaded.run, loaded.agent
         settled = await asyncio.gather(
-            *(self._executor.settle(run, agent, c, orphan=orphans) for c in calls)
+            *(self._executor.settle(run, agent, c, orphan=orphans) for c in loaded.calls)
         )
         outcomes = [s for s in settled if s is not None]
         if not outcomes:
             return
-        async with self._database.transaction() as uow:
-            events, _ = await record(uow, run, outcomes, self._runtime.requeue_after_s)
+        events, _ = await record(self._store, run, outcomes, self._runtime.requeue_after_s)
         await publish(self._streams, run_id, events)
 
     async def sweep(self, everything: bool = False) -> int:

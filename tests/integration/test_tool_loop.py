@@ -2,35 +2,24 @@
 
 The real runtime services (worker, outbox relay, bus, cache, policy) and the tools service run
 in process; the model is the scripted upstream, issuing tool calls. The tools are the real
-`files` built-in and a counting tool defined here (the plugin interface is the subject).
+`files` built-in and a counting tool of the tests (the plugin interface is the subject).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
 from sqlalchemy import update
 
 from soma.core.clock import utcnow
-from soma.core.service import Health
-from soma.policy.service import create_policy
 from soma.runs.events import EventType
 from soma.runs.tool_steps import decide
 from soma.storage.tables import approvals as approvals_table
 from soma.storage.tables import tool_calls
-from soma.tools.builtins.files import FilesTool
-from soma.tools.builtins.provider import BuiltinTools
-from soma.tools.catalog import Catalog
-from soma.tools.executor import Executor, ExecutorDeps, ToolMetrics
-from soma.tools.port import ToolCallContext, ToolOutcome, ToolSpec
-from soma.tools.service import ToolsService
-from soma.tools.workspace import Workspaces
 from tests.support.runtime_stack import (
     Chat,
     RuntimeStack,
@@ -39,74 +28,11 @@ from tests.support.runtime_stack import (
     wait_for,
 )
 from tests.support.scripted_llm import ScriptedLLM, Text, ToolCalls
+from tests.support.tool_stack import CountingTool, Tools
 
 pytestmark = pytest.mark.integration
 
 DONE = {"completed", "failed", "cancelled"}
-
-
-class CountingTool:
-    """`count`: sleeps a little and records every call it really ran."""
-
-    def __init__(self, name: str = "count", idempotent: bool = False) -> None:
-        self.ran: list[dict[str, Any]] = []
-        self._spec = ToolSpec(
-            name,
-            "Counts its calls.",
-            {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
-            idempotent=idempotent,
-        )
-
-    @property
-    def spec(self) -> ToolSpec:
-        return self._spec
-
-    async def run(self, args: dict[str, Any], call: ToolCallContext) -> ToolOutcome:
-        await asyncio.sleep(0.05)
-        self.ran.append(args)
-        return ToolOutcome.ok(f"counted {args['n']}")
-
-
-class Tools:
-    """The tools service over the stack's database, bus and cache."""
-
-    def __init__(self, stack: RuntimeStack, tmp_path: Path, tools: Sequence[Any]) -> None:
-        settings = stack.settings
-        self.workspaces = Workspaces(tmp_path / "workspaces", settings.tools.workspace_quota_bytes)
-        self.counter = next(t for t in tools if isinstance(t, CountingTool))
-        catalog = Catalog([BuiltinTools([FilesTool(self.workspaces), *tools])])
-        self.policy = create_policy(settings, stack.metrics)
-        tracer = trace.get_tracer("test")
-        executor = Executor(
-            ExecutorDeps(
-                database=stack.database,
-                catalog=catalog,
-                workspaces=self.workspaces,
-                policy=self.policy,
-                settings=settings.tools,
-                metrics=ToolMetrics(stack.metrics),
-                tracer=tracer,
-            )
-        )
-        self.service = ToolsService(
-            bus=stack.bus,
-            database=stack.database,
-            streams=stack.cache.streams,
-            kv=stack.cache.kv,
-            catalog=catalog,
-            executor=executor,
-            isolation="none (test tools)",
-            runtime=settings.runtime,
-            approval_timeout_s=settings.tools.approval_timeout_s,
-            tracer=tracer,
-            orphans_at_start=False,
-        )
-
-    async def start(self, stack: RuntimeStack) -> None:
-        await stack.start(self.policy, self.service)
-
-    async def health(self) -> Health:
-        return await self.service.health()
 
 
 @pytest.fixture

@@ -119,6 +119,7 @@ class RuntimeStack:
         self.deps = TurnDeps(
             database=self.database,
             store=self.run_store,
+            tool_store=self.database_service.tool_store,
             streams=self.cache.streams,
             models=self.llm,
             tools=CatalogReader(self.cache.kv),
