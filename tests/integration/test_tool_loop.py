@@ -50,7 +50,7 @@ async def stack(
         update={"tools": settings.tools.model_copy(update={"approval_timeout_s": 60.0})}
     )
     async with running_stack(settings) as running:
-        tools = Tools(running, tmp_path, [CountingTool()])
+        tools = Tools(running, tmp_path, [CountingTool(), CountingTool("recount", idempotent=True)])
         await tools.start(running)
         yield running, tools
 
@@ -173,15 +173,11 @@ async def test_approval_parks_the_run_and_a_decision_resumes_it(
     assert approvals == 1
 
 
-async def test_an_interrupted_call_that_is_not_safe_to_repeat_gives_the_model_an_error(
-    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
-) -> None:
-    runtime, tools = stack
-    upstream.script(ToolCalls([("count", {"n": 3})]), Text("noted"))
-    chat = await tool_agent(runtime, "fragile", require_approval=("count",))
-    run_id = (await runtime.accept(chat, "count three")).run.id
+async def interrupted_and_swept(runtime: RuntimeStack, tools: Tools, chat: Chat, ask: str) -> str:
+    """Ask for a call that waits for an approval, make it one that a tools process started long
+    ago and died with, and sweep; the run's id once it completed."""
+    run_id = (await runtime.accept(chat, ask)).run.id
     await runtime.wait_run(chat, run_id, {"awaiting_approval"})
-    # As if a tools process had started the call long ago and died with it.
     async with runtime.database.transaction() as uow:
         await uow.connection.execute(
             update(tool_calls)
@@ -190,9 +186,35 @@ async def test_an_interrupted_call_that_is_not_safe_to_repeat_gives_the_model_an
         )
     assert await tools.service.sweep() == 1
     assert (await runtime.wait_run(chat, run_id, DONE)).status == "completed"
+    return run_id
+
+
+async def test_an_interrupted_call_that_is_not_safe_to_repeat_gives_the_model_an_error(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(ToolCalls([("count", {"n": 3})]), Text("noted"))
+    chat = await tool_agent(runtime, "fragile", require_approval=("count",))
+    run_id = await interrupted_and_swept(runtime, tools, chat, "count three")
     assert tools.counter.ran == []
     results = [e.data for e in await runtime.events(chat, run_id) if e.type == "tool.result"]
     assert results[0]["status"] == "error" and results[0]["output"].startswith("interrupted")
+
+
+async def test_an_interrupted_call_that_is_safe_to_repeat_runs_again_once(
+    stack: tuple[RuntimeStack, Tools], upstream: ScriptedLLM
+) -> None:
+    runtime, tools = stack
+    upstream.script(ToolCalls([("recount", {"n": 4})]), Text("recounted"))
+    chat = await tool_agent(runtime, "steady", require_approval=("recount",))
+    async with runtime.database.transaction() as uow:
+        await uow.agents.update(chat.tenant_id, chat.agent.id, tools=["recount"])
+    run_id = await interrupted_and_swept(runtime, tools, chat, "count four")
+    assert await tools.service.sweep() == 0
+    recount = tools.by_name["recount"]
+    assert isinstance(recount, CountingTool) and recount.ran == [{"n": 4}]
+    results = [e.data for e in await runtime.events(chat, run_id) if e.type == "tool.result"]
+    assert [(r["status"], r["output"]) for r in results] == [("ok", "counted 4")]
 
 
 async def test_max_steps_fails_a_run_that_never_answers(

@@ -55,6 +55,7 @@ class Tools:
         settings = stack.settings
         self.workspaces = Workspaces(tmp_path / "workspaces", settings.tools.workspace_quota_bytes)
         self.counter = next(t for t in tools if isinstance(t, CountingTool))
+        self.by_name = {t.spec.name: t for t in tools}
         catalog = Catalog([BuiltinTools([FilesTool(self.workspaces), *tools])])
         self.policy = create_policy(settings, stack.metrics)
         tracer = trace.get_tracer("test")
