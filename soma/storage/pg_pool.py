@@ -56,6 +56,12 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection goes back to the pool: the stores set no session
+    state (no SET, LISTEN, cursors or advisory locks), and asyncpg itself rolls back an open
+    transaction. The default reset would cost a round trip on every release."""
+
+
 def pool_dsn(url: str) -> str:
     """An asyncpg DSN from the SQLAlchemy URL (`postgresql+asyncpg://` → `postgresql://`)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -79,6 +85,7 @@ class PgPool:
                 max_size=self._size,
                 timeout=self._timeout,
                 init=init_connection,
+                reset=keep_session,
             )
 
     async def close(self) -> None:
