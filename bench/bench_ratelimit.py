@@ -1,9 +1,12 @@
-"""Rate-limit checks per second on Redis (one Lua script per check), N concurrent callers.
+"""Rate-limit checks per second with `Quotas.take` on Redis (one Lua script per check, checks
+of concurrent callers pipelined), N concurrent callers.
 
 Usage: .venv/bin/python bench/bench_ratelimit.py [--url redis://127.0.0.1:6379/0]
-       [--concurrency 64] [--seconds 3] [--keys 1000] [--memory]
+       [--concurrency 64] [--seconds 3] [--keys 1000] [--buckets 2] [--memory]
 Without --url a throwaway redis-server is started on a free loopback port (test harness).
---memory also measures the in-process limiter for comparison.
+--buckets 2 (default) takes from a key's and its tenant's bucket together, as every request
+does; 1 is the failed-auth guard's one bucket per address. --memory also measures the
+in-process quotas for comparison.
 """
 
 from __future__ import annotations
@@ -16,13 +19,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from soma.cache.memory import MemoryRateLimiter
-from soma.cache.port import RateLimiter
+from soma.cache.memory_quotas import MemoryQuotas
 from soma.cache.redis import RedisCache
+from soma.limits.port import Bucket, Quotas
 from tests.harness.redis import start_redis
 
 
-async def run(label: str, limiter: RateLimiter, args: argparse.Namespace) -> None:
+def buckets(n: int, args: argparse.Namespace) -> list[Bucket]:
+    key = Bucket(f"bench:{{t{n % 10}}}:key:{n % args.keys}", rate_per_s=100, burst=50)
+    tenant = Bucket(f"bench:{{t{n % 10}}}", rate_per_s=100_000, burst=50_000)
+    return [key, tenant][: args.buckets]
+
+
+async def run(label: str, quotas: Quotas, args: argparse.Namespace) -> None:
     done = allowed = 0
     latencies: list[float] = []
     deadline = time.perf_counter() + args.seconds
@@ -32,10 +41,10 @@ async def run(label: str, limiter: RateLimiter, args: argparse.Namespace) -> Non
         n = index
         while time.perf_counter() < deadline:
             began = time.perf_counter()
-            decision = await limiter.acquire(f"bench:{n % args.keys}", rate_per_s=100, burst=50)
+            taken = await quotas.take(buckets(n, args))
             latencies.append(time.perf_counter() - began)
             done += 1
-            allowed += decision.allowed
+            allowed += taken.allowed
             n += args.concurrency
 
     began = time.perf_counter()
@@ -56,6 +65,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--buckets", type=int, choices=(1, 2), default=2)
     parser.add_argument("--memory", action="store_true")
     args = parser.parse_args()
     stop = None
@@ -69,11 +79,11 @@ async def main() -> None:
         )
         try:
             await cache.ping()
-            await run("redis (Lua token bucket)", cache.limiter, args)
+            await run(f"redis ({args.buckets} bucket(s))", cache.quotas, args)
         finally:
             await cache.aclose()
         if args.memory:
-            await run("in-process", MemoryRateLimiter(), args)
+            await run(f"in-process ({args.buckets} bucket(s))", MemoryQuotas(), args)
     finally:
         if stop is not None:
             stop()

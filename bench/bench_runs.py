@@ -37,7 +37,16 @@ from tests.harness.redis import start_redis
 MEASUREMENTS = ("accept", "turns", "open")
 TERMINAL = ("completed", "failed", "cancelled")
 REQUEST_TIMEOUT_S = 60.0
-QUIET = {"SOMA_OBSERVABILITY__LOG_LEVEL": "WARNING", "SOMA_OBSERVABILITY__ACCESS_LOG": "false"}
+QUIET = {
+    "SOMA_OBSERVABILITY__LOG_LEVEL": "WARNING",
+    "SOMA_OBSERVABILITY__ACCESS_LOG": "false",
+    # Limits stay on (their checks are part of the cost measured) but never refuse the load.
+    "SOMA_LIMITS__KEY_REQUESTS_PER_S": "1000000",
+    "SOMA_LIMITS__KEY_BURST": "1000000",
+    "SOMA_LIMITS__TENANT_REQUESTS_PER_S": "1000000",
+    "SOMA_LIMITS__TENANT_BURST": "1000000",
+    "SOMA_LIMITS__MAX_INFLIGHT_RUNS": "10000000",
+}
 PROFILE_HZ = 100
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from soma.config.settings import SandboxSettings, ToolsSettings
+from soma.config.tools import SandboxSettings, ToolsSettings
 from soma.tools.port import ToolCallContext
 from soma.tools.sandbox.program import Program
 from soma.tools.sandbox.provider import SandboxProvider

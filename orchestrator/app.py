@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI, Request
@@ -11,13 +11,16 @@ from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from soma.config.settings import HttpSettings
+from soma.gateway.console import console_files, console_paths, console_router
 from soma.gateway.docs import DOCS_URL, docs_router
 from soma.gateway.errors import install_problem_handlers
 from soma.gateway.middleware import EdgeMiddleware
-from soma.gateway.middleware.security import headers_for_docs
-from soma.gateway.problems import PROBLEM_JSON, problem
+from soma.gateway.middleware.security import headers_for_console, headers_for_docs
+from soma.gateway.problems import PROBLEM_JSON, problem, problem_responses
+from soma.gateway.service import GATEWAY_PROBLEMS
 from soma.observability.http_middleware import RequestContextMiddleware
 from soma.observability.metrics import Metrics
+from soma.version import VERSION
 
 __all__ = ["PROBLEM_JSON", "HealthView", "RouteProvider", "create_app", "problem"]
 
@@ -31,6 +34,10 @@ class HealthView(Protocol):
 
     async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
         """Status of every service; `detail` only for credentials that may see it."""
+        ...
+
+    async def services(self, credentials: str | None, client: str) -> dict[str, Any] | None:
+        """Services with role, backend and figures; None unless a platform admin asks."""
         ...
 
 
@@ -49,11 +56,12 @@ def create_app(
     access_log: bool = True,
     http: HttpSettings | None = None,
     spans: bool = True,
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     http = http or HttpSettings()
     app = FastAPI(
         title="SomaAgent01",
-        version="0.1.0",
+        version=VERSION,
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if http.docs else None,
@@ -81,12 +89,29 @@ def create_app(
         body = {"status": "ready" if ok else "not ready"}
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @app.get("/v1/admin/services", tags=["admin"], responses=problem_responses(GATEWAY_PROBLEMS))
+    async def services(request: Request) -> JSONResponse:
+        """Each service's status, role, backend and key figures (platform admins)."""
+        credentials = _bearer(request)
+        if credentials is None:
+            return problem(401, "Unauthorized", "an admin key of the default tenant is required")
+        client = request.client.host if request.client is not None else "unknown"
+        body = await health.services(credentials, client)
+        if body is None:
+            return problem(403, "Forbidden", "only an admin key of the default tenant sees this")
+        return JSONResponse(body)
+
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if app.openapi_url is not None:
         app.include_router(docs_router(app.title, app.openapi_url))
+    path_headers = {DOCS_URL: headers_for_docs()}
+    if http.console:
+        files = console_files()
+        app.include_router(console_router(files))
+        path_headers |= dict.fromkeys(console_paths(files), headers_for_console())
     for router in routers:
         app.include_router(router)
 
@@ -95,7 +120,8 @@ def create_app(
     app.add_middleware(
         EdgeMiddleware,
         max_body_bytes=http.max_body_bytes,
-        path_headers={DOCS_URL: headers_for_docs()},
+        path_headers=path_headers,
+        path_limits=body_limits,
     )
     app.add_middleware(
         RequestContextMiddleware,

@@ -218,10 +218,15 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self._message_done and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        # The answered request is the newest one unless another was pipelined behind it (a
+        # client may send its next request once the body's bytes arrived, before this call).
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and cycle.more_body:
             # Answered before its body arrived (a 413): drop the rest rather than parse it.
             self._linger()
-        elif not self.transport.is_closing():
+        elif self._idle_cycle():
             self.book.idle[self] = None
             if self._header_started and self._header_timer is None:
                 # A pipelined request's headers were waiting on this response: time them now.

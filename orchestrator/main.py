@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from soma.observability.logging import configure_logging
 from soma.observability.metrics import Metrics
 from soma.observability.tracing import create_tracer_provider
 from soma.storage import DatabaseService
+from soma.version import VERSION
 
 EXIT_CONFIG = 2
 
@@ -45,6 +47,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="offline recovery: migrate if needed, issue a new admin key of the default tenant, "
         "write it to auth.bootstrap_key_file and exit",
     )
+    mode.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="upgrade the database schema to head and exit (the cluster's migrations job)",
+    )
+    mode.add_argument(
+        "--downgrade-to",
+        metavar="REVISION",
+        help="rollback: downgrade the database schema to REVISION ('base': empty) and exit",
+    )
+    mode.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.add_argument("--config", type=Path, help="TOML config file (default ./soma.toml)")
     parser.add_argument("--host", dest="http.host", help="listen address")
     parser.add_argument("--port", dest="http.port", help="listen port")
@@ -57,7 +70,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def flags_of(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"dry_run", "check_config", "print_config", "reset_admin_key", "config"}
+    skip = {
+        "dry_run",
+        "check_config",
+        "print_config",
+        "reset_admin_key",
+        "migrate_only",
+        "downgrade_to",
+        "config",
+    }
     return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
 
 
@@ -84,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = asyncio.run(reset_admin(settings))
         logging.shutdown()
         return code
+    if args.migrate_only or args.downgrade_to is not None:
+        code = asyncio.run(migrate_schema(settings, args.downgrade_to))
+        logging.shutdown()
+        return code
     provider = create_tracer_provider(settings.observability.otlp_endpoint)
     trace.set_tracer_provider(provider)
     try:
@@ -92,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("soma.orchestrator").error("invalid service manifest: %s", exc)
         return EXIT_CONFIG
     orchestrator = SomaOrchestrator(settings, registry, Metrics(), provider.get_tracer("soma"))
+    # Native code (llama.cpp, ONNX Runtime, SQLite, drivers) can crash the process: leave the
+    # Python stack of every thread on stderr instead of a silent exit.
+    faulthandler.enable()
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             code = runner.run(_run_checked(orchestrator, settings))
@@ -124,6 +152,25 @@ async def reset_admin(settings: Settings) -> int:
         return 1
     finally:
         await database.stop()
+    return 0
+
+
+async def migrate_schema(settings: Settings, downgrade_to: str | None) -> int:
+    """`--migrate-only` (to head) or `--downgrade-to REV`: the schema step alone, then exit."""
+    log = logging.getLogger("soma.orchestrator")
+    database = DatabaseService(settings, Metrics())
+    where = DatabaseService.describe(settings)
+    try:
+        if downgrade_to is None:
+            revision: str | None = await database.migrate()
+        else:
+            revision = await database.downgrade(downgrade_to)
+    except SomaError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        await database.engine.dispose()
+    log.info("database %s is at revision %s (release %s)", where, revision or "base", VERSION)
     return 0
 
 

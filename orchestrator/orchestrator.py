@@ -22,8 +22,11 @@ from orchestrator.http_protocol import EdgeLimits, connection_budget, edge_proto
 from orchestrator.lifecycle import CriticalStartFailure, Lifecycle
 from orchestrator.registry import ServiceContext, ServiceRegistry, ServiceState
 from soma.config import Settings
+from soma.core import Figures
 from soma.core.redact import redact_text
+from soma.gateway.routers.uploads import UPLOADS_PATH, upload_body_limit
 from soma.observability.metrics import Metrics
+from soma.version import VERSION
 
 _log = logging.getLogger("soma.orchestrator")
 
@@ -113,7 +116,39 @@ class SomaOrchestrator:
             status = "healthy"
         else:
             status = "unhealthy"
-        return {"status": status, "services": services}
+        return {"status": status, "version": VERSION, "services": services}
+
+    async def services(self, credentials: str | None, client: str) -> dict[str, Any] | None:
+        """Each service's status, role, backend and key figures; None unless `credentials` is
+        an admin key of the platform tenant."""
+        lifecycle = self._lifecycle
+        if lifecycle is None or credentials is None:
+            return None
+        if not await lifecycle.admits_health_details(credentials, client):
+            return None
+        await lifecycle.probe()
+        asked = set(self.settings.services or [])
+        lag = _lag_by_group(self.metrics)
+        items = []
+        for state in lifecycle.states:
+            service = state.service
+            figures: dict[str, float] = (
+                await service.figures() if isinstance(service, Figures) else {}
+            )
+            if state.name == "bus":
+                figures = {**figures, **lag}
+            items.append(
+                {
+                    "name": state.name,
+                    "status": str(state.status),
+                    "critical": state.definition.critical,
+                    "role": "selected" if not asked or state.name in asked else "dependency",
+                    "backend": redact_text(state.definition.describe(self.settings)),
+                    "detail": redact_text(state.detail),
+                    "figures": figures,
+                }
+            )
+        return {"services": items, "replica": {"services": sorted(asked) or ["all"]}}
 
     def request_stop(self, signum: int | None = None) -> None:
         """First call starts the graceful stop; a second signal forces the exit."""
@@ -223,6 +258,7 @@ class SomaOrchestrator:
             http,
             # With no exporter a span goes nowhere: the request's own id correlates the logs.
             spans=observability.otlp_endpoint is not None,
+            body_limits={UPLOADS_PATH: upload_body_limit(self.settings.uploads)},
         )
         limits = EdgeLimits.of(http, connection_budget(http, raise_fd_limit()))
         config = uvicorn.Config(
@@ -285,3 +321,15 @@ def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def _lag_by_group(metrics: Metrics) -> dict[str, float]:
+    """Consumer lag of this replica's groups (summed over topics and partitions)."""
+    lag: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        if family.name != "soma_bus_consumer_lag":
+            continue
+        for sample in family.samples:
+            key = f"lag:{sample.labels.get('group', '?')}"
+            lag[key] = lag.get(key, 0.0) + sample.value
+    return lag

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the platform needs (`run`: the tools' sandbox) and the tests need on top (`test`:
-# redis-server, the llama.cpp build tools, wrk for the benchmarks). PostgreSQL+pgvector and the
-# Kafka-protocol broker come from PyPI wheels, see pyproject.toml.
+# redis-server, wrk for the benchmarks, chromium for the console's browser test). PostgreSQL+
+# pgvector, the Kafka-protocol broker and llama.cpp come from PyPI wheels, see pyproject.toml.
 set -euo pipefail
 mode="${1:-test}"
 missing=()
@@ -10,9 +10,9 @@ missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 if [ "$mode" = "test" ]; then
   command -v redis-server >/dev/null || missing+=(redis-server)
-  command -v cmake >/dev/null || missing+=(cmake)
-  command -v g++ >/dev/null || missing+=(g++)
   command -v wrk >/dev/null || missing+=(wrk)
+  # The web console's browser test drives Debian's Chromium through Playwright.
+  command -v chromium >/dev/null || missing+=(chromium)
   # The rlimits-level tests, run as root, need an interpreter an unprivileged uid can read
   # (Debian's, not one under /root).
   [ -x /usr/bin/python3 ] || missing+=(python3)

@@ -3,8 +3,8 @@
 set -euo pipefail
 venv=${VENV:-.venv}
 export CI=${CI:-true}
-"$venv/bin/ruff" check soma orchestrator tests bench
-"$venv/bin/ruff" format --check soma orchestrator tests bench
+"$venv/bin/ruff" check soma orchestrator tests bench scripts
+"$venv/bin/ruff" format --check soma orchestrator tests bench scripts
 "$venv/bin/mypy" soma orchestrator
 set +e
 "$venv/bin/python" -m pytest "$@"

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.e2e.platform",
     "tests.e2e.stacks",
     "tests.support.storage_world",
+    "tests.support.upstream",
 ]

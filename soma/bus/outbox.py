@@ -117,6 +117,9 @@ class OutboxRelay:
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
+    async def figures(self) -> dict[str, float]:
+        return {"outbox_pending": await self._store.pending_count()}
+
     async def health(self) -> Health:
         task = self._task
         if task is None:

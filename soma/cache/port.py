@@ -1,4 +1,4 @@
-"""Cache ports: key-value, token-bucket rate limiting and per-run event streams."""
+"""Cache ports: key-value and per-run event streams (quotas: `soma.limits.port`)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
-
-
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    """Outcome of one rate-limit check; `retry_after_s` is 0 when allowed."""
-
-    allowed: bool
-    remaining: int
-    retry_after_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +21,6 @@ class KeyValue(Protocol):
 
     async def delete(self, key: str) -> bool:
         """Remove `key`; true when it existed."""
-        ...
-
-
-class RateLimiter(Protocol):
-    async def acquire(self, key: str, rate_per_s: float, burst: int, cost: int = 1) -> RateDecision:
-        """Take `cost` tokens from the bucket `key` (capacity `burst`, refilled at `rate_per_s`)."""
         ...
 
 
@@ -75,16 +60,6 @@ class RunStreams(Protocol):
         ...
 
     async def delete(self, stream: str) -> None: ...
-
-
-def check_bucket(rate_per_s: float, burst: int, cost: int) -> None:
-    """Reject parameters no bucket can honour; shared by every limiter adapter."""
-    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
-        raise ValueError(f"rate_per_s must be a positive finite number, got {rate_per_s!r}")
-    if burst < 1:
-        raise ValueError(f"burst must be >= 1, got {burst!r}")
-    if not 1 <= cost <= burst:
-        raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
 
 
 def check_ttl(ttl_s: float | None) -> None:

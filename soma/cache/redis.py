@@ -1,4 +1,4 @@
-"""Redis cache adapters: KV, token buckets in one Lua script, run streams on Redis Streams."""
+"""Redis cache adapters: KV and run streams on Redis Streams (quotas: `redis_quotas`)."""
 
 from __future__ import annotations
 
@@ -13,54 +13,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from soma.cache.port import (
-    RateDecision,
-    StreamEntry,
-    check_bucket,
-    check_entry_id,
-    check_read,
-    check_ttl,
-)
+from soma.cache.port import StreamEntry, check_entry_id, check_read, check_ttl
 from soma.cache.redis_batch import ScriptBatcher, ScriptCall
 from soma.cache.redis_notify import StreamNotifier
+from soma.cache.redis_quotas import RedisQuotas
 
 _CONNECT_TIMEOUT_S = 3.0
 _COMMAND_TIMEOUT_S = 10.0
 _POOL_WAIT_S = 10.0
 _FIELD = b"d"
-
-# One round trip, atomic on the server, and timed by the server's clock, so every replica
-# shares one bucket without clock skew. Expiry forgets buckets that have refilled anyway.
-_TOKEN_BUCKET = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-local elapsed = now - ts
-if elapsed < 0 then elapsed = 0 end
-tokens = math.min(burst, tokens + elapsed * rate)
-local allowed = 0
-local retry = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  retry = (cost - tokens) / rate
-end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
-           'ts', string.format('%.6f', now))
-local ttl_ms = math.min(math.ceil((burst - tokens) / rate * 1000) + 1000, 2592000000)
-redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms))
-return {allowed, math.floor(tokens), string.format('%.17g', retry)}
-"""
 
 # The counter and the XADD move together, so ids are strictly increasing even with many
 # appenders on many replicas. A lost counter (evicted) restarts from the stream. ARGV[4], when
@@ -157,22 +118,6 @@ class RedisKeyValue:
     async def delete(self, key: str) -> bool:
         removed: int = await self._client.delete(self._prefix + key)
         return removed > 0
-
-
-class RedisRateLimiter:
-    """Token buckets shared by every client of the server: exact across replicas."""
-
-    def __init__(self, client: Redis, prefix: str) -> None:
-        self._prefix = f"{prefix}rl:"
-        self._script = client.register_script(_TOKEN_BUCKET)
-
-    async def acquire(self, key: str, rate_per_s: float, burst: int, cost: int = 1) -> RateDecision:
-        check_bucket(rate_per_s, burst, cost)
-        reply = await self._script(
-            keys=[self._prefix + key], args=[repr(float(rate_per_s)), burst, cost]
-        )
-        allowed, remaining, retry = reply
-        return RateDecision(bool(int(allowed)), int(remaining), float(retry))
 
 
 def _as_bytes(value: bytes | str) -> bytes:
@@ -331,7 +276,7 @@ class RedisCache:
             url, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_keepalive=True, protocol=2
         )
         self.kv = RedisKeyValue(self._client, prefix)
-        self.limiter = RedisRateLimiter(self._client, prefix)
+        self.quotas = RedisQuotas(self._client, prefix)
         self.streams = RedisRunStreams(
             self._client, self._listener, prefix, stream_maxlen, stream_ttl_s, stream_grace_s
         )

@@ -8,14 +8,16 @@ from urllib.parse import SplitResult, urlsplit
 
 from redis.exceptions import RedisError
 
-from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter
+from soma.cache.memory import MemoryKeyValue
+from soma.cache.memory_quotas import MemoryQuotas
 from soma.cache.memory_streams import MemoryRunStreams
-from soma.cache.metered import MeteredRateLimiter, meter_streams
-from soma.cache.port import KeyValue, RateLimiter, RunStreams
+from soma.cache.metered import meter_streams
+from soma.cache.port import KeyValue, RunStreams
 from soma.cache.redis import RedisCache
 from soma.config.settings import Settings
 from soma.core.errors import StartupError
 from soma.core.service import Health
+from soma.limits.port import Quotas
 from soma.observability.metrics import Metrics
 
 _PING_TIMEOUT_S = 3.0
@@ -56,21 +58,20 @@ def describe(settings: Settings) -> str:
 
 
 class CacheService:
-    """Owns the backend connections and exposes `.kv`, `.limiter` and `.streams`."""
+    """Owns the backend connections and exposes `.kv`, `.quotas` and `.streams`."""
 
     def __init__(
         self,
         kv: KeyValue,
-        limiter: RateLimiter,
+        quotas: Quotas,
         streams: RunStreams,
-        metrics: Metrics,
         redis: RedisCache | None = None,
         address: str = "",
         secret: str | None = None,
         sweep: Callable[[], None] | None = None,
     ) -> None:
         self.kv = kv
-        self.limiter: RateLimiter = MeteredRateLimiter(limiter, metrics)
+        self.quotas = quotas
         self.streams = streams
         self._redis = redis
         self._address = address
@@ -140,9 +141,7 @@ def create_cache(settings: Settings, metrics: Metrics) -> CacheService:
             max_bytes=cache.stream_max_bytes,
         )
         meter_streams(streams, metrics)
-        return CacheService(
-            MemoryKeyValue(), MemoryRateLimiter(), streams, metrics, sweep=streams.sweep
-        )
+        return CacheService(MemoryKeyValue(), MemoryQuotas(), streams, sweep=streams.sweep)
     redis = RedisCache(
         url,
         max_connections=cache.max_connections,
@@ -152,9 +151,8 @@ def create_cache(settings: Settings, metrics: Metrics) -> CacheService:
     )
     return CacheService(
         redis.kv,
-        redis.limiter,
+        redis.quotas,
         redis.streams,
-        metrics,
         redis=redis,
         address=_address(parts),
         secret=parts.password,

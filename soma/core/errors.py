@@ -21,3 +21,11 @@ class ConflictError(SomaError):
 
 class UnavailableError(SomaError):
     """A backend (database, cache) cannot serve right now; retrying later may succeed."""
+
+
+class LimitExceededError(SomaError):
+    """A rate, in-flight or budget limit says no: 429 with `Retry-After`."""
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

@@ -48,3 +48,10 @@ class Drainable(Protocol):
     """A service that must finish or hand back in-flight work before the stop sequence."""
 
     async def drain(self) -> None: ...
+
+
+@runtime_checkable
+class Figures(Protocol):
+    """A service with key figures for `GET /v1/admin/services` (runs in flight, pending...)."""
+
+    async def figures(self) -> dict[str, float]: ...

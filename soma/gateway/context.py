@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from soma.config import Settings
 from soma.gateway.auth.verifier import KeyVerifier
 from soma.gateway.tenancy import Tenancy
+from soma.limits.governor import Limits
 from soma.storage.database import Database
 
 
@@ -16,6 +17,7 @@ class GatewayContext:
     database: Database
     tenancy: Tenancy
     verifier: KeyVerifier
+    limits: Limits
 
     def declared_model(self, name: str) -> str | None:
         """The canonical name of a model in `llm.models` (names are lower-case), else None."""

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from soma.storage.database import Database
 from soma.storage.repositories.agents import Agent
 from soma.storage.repositories.sessions import Session
 
@@ -65,3 +66,50 @@ class SessionDirectory:
 
     def forget(self, tenant_id: str, session_id: str) -> None:
         self._sessions.pop((tenant_id, session_id), None)
+
+
+class AgentLookup(Protocol):
+    async def __call__(self, tenant_id: str, name: str) -> Agent | None: ...
+
+
+class AgentNames:
+    """Agents by name, as the standard doors address them (`model` = agent name).
+
+    Like the agents above, an agent is reused for at most `ttl_s`: an edit shows after that,
+    and a run of a deleted agent fails when it starts. Unknown names are never cached.
+    """
+
+    def __init__(
+        self,
+        lookup: AgentLookup,
+        ttl_s: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._clock = clock
+        self._agents: dict[tuple[str, str], tuple[float, Agent]] = {}
+
+    async def get(self, tenant_id: str, name: str) -> Agent | None:
+        key, now = (tenant_id, name), self._clock()
+        cached = self._agents.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        agent = await self._lookup(tenant_id, name)
+        if agent is None:
+            self._agents.pop(key, None)
+        elif self._ttl_s > 0:
+            if len(self._agents) >= self._max:
+                self._agents.clear()  # agents are few; a flood of names just refills
+            self._agents[key] = (now + self._ttl_s, agent)
+        return agent
+
+
+def agents_by_name(database: Database) -> AgentLookup:
+    async def lookup(tenant_id: str, name: str) -> Agent | None:
+        async with database.read() as uow:
+            return await uow.agents.get_by_name(tenant_id, name)
+
+    return lookup

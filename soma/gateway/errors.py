@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from soma.core.errors import UnavailableError
-from soma.gateway.problems import Problem, problem, status_title
+from soma.core.errors import LimitExceededError, UnavailableError
+from soma.gateway.auth.guard import retry_after
+from soma.gateway.problems import (
+    EDGE_PROBLEMS,
+    Problem,
+    problem,
+    problem_responses,
+    status_title,
+)
 
 UNAVAILABLE_RETRY_AFTER_S = "2"
 MAX_VALIDATION_ERRORS = 50
@@ -37,12 +45,29 @@ def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
     return allowed
 
 
+def _template(path: str) -> str:
+    """`/v1/agents/{agent_id}` as a pattern of the paths it serves."""
+    return re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path))
+
+
+def documented_methods(paths: dict[str, Any], path: str) -> set[str]:
+    """Methods the OpenAPI document gives this path. A path it names literally
+    (`/v1/memories/export`) has those alone, not a sibling template's that would read it as
+    an id (`DELETE /v1/memories/{memory_id}` answers 404 there)."""
+    found = [t for t in paths if re.fullmatch(_template(t), path)]
+    literal = [t for t in found if "{" not in t]
+    return {m.upper() for t in (literal or found) for m in paths[t] if m.upper() in METHODS}
+
+
 async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     response = problem(exc.status_code, status_title(exc.status_code), str(exc.detail))
     if exc.headers:
         response.headers.update(exc.headers)
     if exc.status_code == 405:
-        response.headers["Allow"] = ", ".join(allowed_methods(request.app.routes, request.scope))
+        served = allowed_methods(request.app.routes, request.scope)
+        documented = documented_methods(request.app.openapi().get("paths", {}), request.url.path)
+        allow = [m for m in served if m in documented] if documented else served
+        response.headers["Allow"] = ", ".join(allow)
     return response
 
 
@@ -65,10 +90,17 @@ async def unavailable_problem(_: Request, exc: UnavailableError) -> JSONResponse
     return response
 
 
+async def limited_problem(_: Request, exc: LimitExceededError) -> JSONResponse:
+    response = problem(429, status_title(429), str(exc))
+    response.headers["Retry-After"] = retry_after(exc.retry_after_s)
+    return response
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Handlers for HTTP and validation errors, and the Problem schema in the document."""
     app.add_exception_handler(StarletteHTTPException, http_problem)  # type: ignore[arg-type]
     app.add_exception_handler(UnavailableError, unavailable_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(LimitExceededError, limited_problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_problem)  # type: ignore[arg-type]
     build = app.openapi
 
@@ -76,6 +108,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         document = build()
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         schemas.setdefault("Problem", Problem.model_json_schema())
+        edge = {str(status): entry for status, entry in problem_responses(EDGE_PROBLEMS).items()}
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                if not isinstance(operation, dict):
+                    continue
+                responses = operation.setdefault("responses", {})
+                for status, entry in edge.items():
+                    responses.setdefault(status, entry)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -49,12 +49,20 @@ _WHEN = {
     401: "No API key, or an unknown or revoked one.",
     403: "The key lacks the scope, or policy denies the action.",
     404: "No such resource in the caller's tenant.",
+    408: "The request line, headers or body came slower than `http.header_timeout_s` / "
+    "`http.body_timeout_s` allow.",
     409: "The request conflicts with the resource's current state.",
     413: "The request body is larger than `http.max_body_bytes`.",
     422: "The request does not match its schema; `errors` lists each problem.",
     429: "A rate or budget limit is exhausted; retry after `Retry-After` seconds.",
+    431: "The request line and headers are larger than `http.max_header_bytes`, or more "
+    "than `http.max_headers` headers came.",
     503: "The platform is starting or draining; retry after `Retry-After` seconds.",
 }
+
+
+EDGE_PROBLEMS = (408, 431)
+"""Answered by the HTTP server before any route, so possible on every operation."""
 
 
 def problem_responses(statuses: Iterable[int]) -> dict[int | str, dict[str, Any]]:

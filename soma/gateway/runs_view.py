@@ -1,4 +1,4 @@
-"""What the chat and runs routes share: their dependencies."""
+"""What the chat, runs and door routes share: their dependencies."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from soma.gateway.directory import SessionDirectory
+from soma.gateway.directory import AgentNames, SessionDirectory
 from soma.observability.metrics import Metrics
 from soma.policy.port import Decision, PolicyInput
-from soma.runs.port import EventStreams, Flags
+from soma.runs.port import EventStreams, Flags, RunAdmission
 from soma.runs.reader import RunEventReader
 from soma.runs.store import RunStore
 from soma.storage.database import Database
@@ -40,5 +40,9 @@ class RunsContext:
     policy: PolicyDecider
     reader: RunEventReader
     metrics: ChatMetrics
+    agents: AgentNames
+    """Agents by name, for the doors that address an agent as a model."""
+    admission: RunAdmission
+    """Runs in flight and token budgets per tenant: a message past them gets 429."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the gateway drains: new messages get 503 and open streams end."""

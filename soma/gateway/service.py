@@ -19,12 +19,17 @@ from soma.gateway.auth.keys import Scope
 from soma.gateway.auth.verifier import KeyVerifier
 from soma.gateway.context import GatewayContext
 from soma.gateway.metrics import GatewayMetrics
-from soma.gateway.ports import KeyValue, RateLimiter
+from soma.gateway.ports import KeyValue
 from soma.gateway.problems import problem_responses
+from soma.gateway.rate import RateGate
 from soma.gateway.routers.admin import admin_router
 from soma.gateway.routers.agents import agents_router
+from soma.gateway.routers.audit import audit_router
+from soma.gateway.routers.dlq import dlq_router
 from soma.gateway.routers.sessions import sessions_router
 from soma.gateway.tenancy import Tenancy
+from soma.limits.governor import Limits
+from soma.limits.port import Quotas
 from soma.observability.metrics import Metrics
 from soma.storage.database import Database
 
@@ -45,7 +50,13 @@ invalid, too many failed authentications, not started or draining. Routes docume
 EXTRA_PROBLEMS = (404, 409)
 
 RouterFactory = Callable[[GatewayContext], APIRouter]
-ROUTERS: tuple[RouterFactory, ...] = (admin_router, agents_router, sessions_router)
+ROUTERS: tuple[RouterFactory, ...] = (
+    admin_router,
+    audit_router,
+    dlq_router,
+    agents_router,
+    sessions_router,
+)
 """Every router of the gateway; all are mounted behind the same Authenticator."""
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -56,6 +67,7 @@ class GatewayService:
     `router_factories` build the gateway's own routers from its context; `extra_routers`
     (chat, runs, ...) are mounted as they are. All of them sit behind the same Authenticator,
     so every route needs a valid key; each route then checks its scope with `require_scope`.
+    `public_routers` (the A2A platform card) are the exception: open to anyone.
     """
 
     def __init__(
@@ -64,23 +76,30 @@ class GatewayService:
         metrics: Metrics,
         database: Database,
         kv: KeyValue,
-        limiter: RateLimiter,
+        quotas: Quotas,
         router_factories: Sequence[RouterFactory] = ROUTERS,
         extra_routers: Sequence[APIRouter] = (),
         closing: asyncio.Event | None = None,
+        public_routers: Sequence[APIRouter] = (),
+        *,
+        limits: Limits,
     ) -> None:
         self._settings = settings
         self._database = database
         self._router_factories = tuple(router_factories)
         self._extra_routers = tuple(extra_routers)
+        self._public_routers = tuple(public_routers)
         gateway_metrics = GatewayMetrics(metrics)
         self.tenancy = Tenancy(database, settings.llm.default_model)
         self.verifier = KeyVerifier(database, kv, settings.auth, gateway_metrics)
         guard = FailedAuthGuard(
-            limiter, settings.auth.failed_auth_rate_per_s, settings.auth.failed_auth_burst
+            quotas, settings.auth.failed_auth_rate_per_s, settings.auth.failed_auth_burst
         )
-        self.authenticator = Authenticator(self.verifier, guard, gateway_metrics)
-        self.context = GatewayContext(settings, database, self.tenancy, self.verifier)
+        self.authenticator = Authenticator(
+            self.verifier, guard, gateway_metrics, rate=RateGate(limits)
+        )
+        self.limits = limits
+        self.context = GatewayContext(settings, database, self.tenancy, self.verifier, self.limits)
         self._status = HealthStatus.STOPPED
         self.closing = closing or asyncio.Event()
         """Set on drain: routes that accept new work answer 503 and open streams end."""
@@ -102,7 +121,11 @@ class GatewayService:
             api.include_router(router, responses=problem_responses(EXTRA_PROBLEMS))
         for factory in self._router_factories:
             api.include_router(factory(self.context))
-        return [api]
+        # Routes anyone may read (the A2A platform card): no key, but only once started.
+        public = APIRouter(dependencies=[Depends(self._available)])
+        for router in self._public_routers:
+            public.include_router(router, responses=problem_responses([503]))
+        return [api, public]
 
     async def start(self) -> None:
         self._status = HealthStatus.STARTING

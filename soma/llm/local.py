@@ -1,4 +1,4 @@
-"""Adapter for a local GGUF model via llama.cpp: inference on worker threads, streamed back."""
+"""Adapter for a local GGUF model via llama.cpp (xllamacpp): inference on worker threads."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ class LocalProvider:
                 yield item
         finally:
             if not future.done():
-                # Consumer gone, timed out or failed: stop the thread at its next compute step.
+                # Consumer gone, timed out or failed: stop the thread at its next token.
                 cancelled.set()
                 model.abort()
 
@@ -183,7 +183,7 @@ class LocalProvider:
         if isinstance(exc, LLMError) and not delivered:
             return exc
         if isinstance(exc, ValueError):
-            # llama.cpp raises ValueError for requests it cannot take (prompt over n_ctx).
+            # LocalModel raises ValueError for requests the engine refuses (prompt over n_ctx).
             return ProviderRequestError(f"{self.name}: {exc}")
         message = f"{self.name}: generation failed: {type(exc).__name__}: {exc}"
         if delivered:

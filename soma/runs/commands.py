@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,8 +16,9 @@ from soma.core.events import Envelope
 from soma.core.ids import new_id
 from soma.runs.events import EventType, RunEvent, RunStatus, cancel_key, first_id
 from soma.runs.journal import RunJournal
-from soma.runs.port import EventStreams, Flags
+from soma.runs.port import EventStreams, Flags, RunAdmission
 from soma.runs.store import Acceptance, Finish, RunStore
+from soma.storage.audit_chain import SYSTEM_ACTOR, AuditRecord
 from soma.storage.database import Database
 from soma.storage.repositories.agents import Agent
 from soma.storage.repositories.messages import Message
@@ -25,7 +27,16 @@ from soma.storage.repositories.sessions import Session
 from soma.storage.uow import UnitOfWork
 
 RUN_REQUESTED = "run.requested"
+
 CANCEL_FLAG_TTL_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """An earlier message a stateless caller carries in its request (role system/user/assistant)."""
+
+    role: str
+    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +75,37 @@ async def accept_message(
     content: str,
     metadata: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
+    admission: RunAdmission | None = None,
+    *,
+    create_session: bool = False,
+    prior: Sequence[Prior] = (),
 ) -> Accepted:
-    """Write the user message, the queued run, `run.queued` and its request: one transaction.
+    """Write the user message, the queued run, `run.queued`, its request and the audit entry:
+    one transaction; with `create_session` the session's row and with `prior` the earlier
+    messages too, in the same one.
 
     A client's `idempotency_key` (per session) makes a retry return the first acceptance.
     NotFoundError: the session is gone. ConflictError: the agent rejects concurrent runs and
     this session has an active one, or the key was used for a different message.
+    `admission` counts the run in flight first (and raises its own refusal: nothing written).
     """
-    written = acceptance(session, agent, content, metadata, idempotency_key)
-    return await accept(store, written)
+    written = acceptance(
+        session, agent, content, metadata, idempotency_key, actor,
+        create_session=create_session, prior=prior,
+    )  # fmt: skip
+    if admission is None:
+        return await accept(store, written)
+    tenant_id, run_id = session.tenant_id, written.run.id
+    await admission.admit(tenant_id, run_id)
+    try:
+        accepted = await accept(store, written)
+    except BaseException:
+        await admission.release(tenant_id, run_id)
+        raise
+    if accepted.replayed:
+        await admission.release(tenant_id, run_id)
+    return accepted
 
 
 async def accept(store: RunStore, acceptance: Acceptance) -> Accepted:
@@ -92,8 +125,12 @@ def acceptance(
     content: str,
     metadata: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
+    *,
+    create_session: bool = False,
+    prior: Sequence[Prior] = (),
 ) -> Acceptance:
-    """What accepting `content` into `session` writes."""
+    """What accepting `content` into `session` (after `prior`) writes."""
     now = utcnow()
     # A client's key is scoped to the session (ids are global, so to its tenant too), and
     # kept apart from the `<run>:assistant` keys of replies.
@@ -135,7 +172,18 @@ def acceptance(
         queued=RunEvent(first_id(0), EventType.QUEUED, {"message_id": message_id}),
         request=run_request(run),
         reject_if_active=agent.settings.concurrency == "reject",
-    )
+        audit=AuditRecord(
+            session.tenant_id,
+            actor,
+            "message.accept",
+            f"message:{message_id}",
+            {"run_id": run_id, "session_id": session.id},
+            now,
+        ),
+        new_session=session if create_session else None,
+        prior=[replace(message, id=new_id(), run_id=None, role=p.role, content=p.content,
+                       metadata={}, idempotency_key=None) for p in prior],
+    )  # fmt: skip
 
 
 async def finish_run(
@@ -146,6 +194,7 @@ async def finish_run(
     expected: tuple[RunStatus, ...],
     event: RunEvent,
     error: str | None = None,
+    audit: AuditRecord | None = None,
 ) -> Run | None:
     """End a run without a reply and publish its terminal event; None if it had moved on.
 
@@ -162,6 +211,7 @@ async def finish_run(
             finished_at=utcnow(),
             event=event,
             next_request=run_request,
+            audit=audit,
         )
     )
     if finished is not None:
@@ -176,8 +226,9 @@ async def cancel_run(
     flags: Flags,
     tenant_id: str,
     run_id: str,
+    actor: str = SYSTEM_ACTOR,
 ) -> Run:
-    """Cancel a queued run at once; ask the worker of a running one to stop.
+    """Cancel a queued run at once; ask the worker of a running one to stop (audited).
 
     NotFoundError: no such run; ConflictError: it already finished.
     """
@@ -185,22 +236,21 @@ async def cancel_run(
         run = await uow.runs.get(tenant_id, run_id)
     if run is None:
         raise NotFoundError(f"run {run_id} not found")
-    if run.status == RunStatus.QUEUED:
-        # Nobody executes a queued run, so the next attempt's ids are free for its last event.
+    audit = AuditRecord(tenant_id, actor, "run.cancel", f"run:{run_id}", {})
+    # Queued, or waiting for tools: no worker holds the run, so end it now (results still
+    # arriving find it finished); the next attempt's ids are free for its last event. A run
+    # that moved on meanwhile is read again and goes to the next step.
+    for idle in (
+        (RunStatus.QUEUED,),
+        (RunStatus.AWAITING_TOOLS, RunStatus.AWAITING_APPROVAL),
+    ):
+        if run.status not in idle:
+            continue
         journal = RunJournal(streams, run_id, attempt=run.attempt + 1)
         event = journal.event(EventType.CANCELLED, {"reason": "cancelled"})
-        queued = (RunStatus.QUEUED,)
-        cancelled = await finish_run(store, journal, run, RunStatus.CANCELLED, queued, event)
-        if cancelled is not None:
-            return cancelled
-        async with database.read() as uow:
-            run = await uow.runs.get(tenant_id, run_id) or run
-    if run.status in (RunStatus.AWAITING_TOOLS, RunStatus.AWAITING_APPROVAL):
-        # No worker holds it: end it now (results still arriving find it finished).
-        journal = RunJournal(streams, run_id, attempt=run.attempt + 1)
-        event = journal.event(EventType.CANCELLED, {"reason": "cancelled"})
-        waiting = (RunStatus.AWAITING_TOOLS, RunStatus.AWAITING_APPROVAL)
-        cancelled = await finish_run(store, journal, run, RunStatus.CANCELLED, waiting, event)
+        cancelled = await finish_run(
+            store, journal, run, RunStatus.CANCELLED, idle, event, audit=audit
+        )
         if cancelled is not None:
             return cancelled
         async with database.read() as uow:
@@ -210,6 +260,8 @@ async def cancel_run(
             updated = await uow.runs.update_status(
                 tenant_id, run_id, RunStatus.CANCELLING, expected=(RunStatus.RUNNING,)
             )
+            if updated is not None:
+                await uow.audit.record(audit)
         await flags.set(cancel_key(run_id), b"1", CANCEL_FLAG_TTL_S)
         return updated or run
     raise ConflictError(f"run {run_id} is already {run.status}")

@@ -42,3 +42,13 @@ class Flags(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+
+
+class RunAdmission(Protocol):
+    """Counts a tenant's runs in flight (and refuses them past its limits)."""
+
+    async def admit(self, tenant_id: str, run_id: str) -> None:
+        """Raises when the tenant may not start another run now."""
+        ...
+
+    async def release(self, tenant_id: str, run_id: str) -> None: ...

@@ -17,6 +17,7 @@ from soma.bus.port import OutgoingMessage
 from soma.runs.events import RunEvent
 
 if TYPE_CHECKING:  # the storage package imports this port's adapters: no import cycle
+    from soma.storage.audit_chain import AuditRecord
     from soma.storage.repositories.agents import Agent
     from soma.storage.repositories.messages import Message
     from soma.storage.repositories.runs import Run
@@ -41,7 +42,7 @@ class StatementCounts:
 
 @dataclass(frozen=True, slots=True)
 class Acceptance:
-    """A user message and the queued run that answers it; `message.seq` is assigned on write."""
+    """A user message and the queued run that answers it; `seq`s are assigned on write."""
 
     message: Message
     run: Run
@@ -49,6 +50,13 @@ class Acceptance:
     request: OutgoingMessage
     """Written to the outbox with the rest: relayed to the bus once committed."""
     reject_if_active: bool
+    audit: AuditRecord
+    """`message.accept` (ids, never the content), chained in the same transaction."""
+    new_session: Session | None = None
+    """The message's session, to create in the same transaction (it does not exist yet)."""
+    prior: Sequence[Message] = ()
+    """Earlier messages a caller carries, numbered just before `message` in the same
+    transaction (and not written when an idempotency key finds an earlier acceptance)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,8 @@ class Claimed:
     """The message number reserved for this attempt's reply."""
     started: RunEvent | None
     """The attempt's `run.started`, or None when the run is out of attempts (nothing written)."""
+    user: str | None = None
+    """The end user the session talks to (whose memories the turn recalls)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +112,14 @@ class Finish:
     finished_at: datetime
     event: RunEvent
     next_request: NextRequest
+    audit: AuditRecord | None = None
+    """Chained in the same transaction when the run moved (a cancel asked for by a caller)."""
 
 
 class RunStore(Protocol):
     async def accept(self, acceptance: Acceptance) -> Message:
-        """Write message, run, `run.queued` and the request; returns the message as stored.
+        """Write the new session if any, the prior messages, message, run, `run.queued` and
+        the request; returns the message as stored.
 
         When the message carries an idempotency key already used, nothing is written and the
         message stored under that key comes back instead (its `id` tells them apart).

@@ -135,6 +135,7 @@ async def decide(
 ) -> bool:
     """Record a person's (or the expiry's) decision and ask the tools service to act on it;
     False when the approval is not pending (decided already, or not this tenant's)."""
+    await uow.audit.hold(tenant_id)  # before the approval's row: the order appends lock in
     decided = await uow.approvals.decide(
         tenant_id,
         approval_id,
@@ -144,6 +145,11 @@ async def decide(
     )
     if decided is None:
         return False
+    await uow.audit.append(
+        tenant_id, actor=actor, action="approval.decide", resource=f"approval:{approval_id}",
+        data={"decision": decided.status, "tool_call_id": decided.tool_call_id,
+              "run_id": decided.run_id},
+    )  # fmt: skip
     call = await uow.tool_calls.update_status(
         tenant_id,
         decided.tool_call_id,

@@ -27,6 +27,7 @@ MAX_CALLS_PER_STEP = 100
 CALL_ID_LENGTH = 64
 RESULT_FROM = ("running", "denied", "approved", "pending")
 """The statuses a call's result is written from: once written, it is never written again."""
+AuditEntryParts = tuple[str, str, str, dict[str, Any]]
 
 
 def call_id(steps: int, position: int, model_id: str) -> str:
@@ -103,6 +104,11 @@ class Settlement:
     output: str = ""
     detail: dict[str, Any] | None = None
     after_approval: bool = False
+    audit: str | None = None
+    """The audit action chained with the result: `tool.execute` (it ran), `policy.deny` or
+    `tool.refused` (the agent may not use it); None when nothing ran and nothing was refused."""
+    reason: str | None = None
+    """Why it was refused, for the audit entry."""
 
     @property
     def waits(self) -> bool:
@@ -132,6 +138,20 @@ class Settlement:
     def result_event(self) -> RunEvent:
         data = {"id": self.call.id, "status": self.status, "output": self.output}
         return RunEvent(self.event_id, EventType.TOOL_RESULT, data)
+
+    def audit_entry(self, run: Run) -> AuditEntryParts | None:
+        """Actor, action, resource and data of the audit entry written with this result."""
+        if self.audit is None:
+            return None
+        call = self.call
+        data: dict[str, Any] = {"tool": call.name, "status": self.status, "run_id": run.id,
+                                "call_id": call.call_id}  # fmt: skip
+        if self.audit == "policy.deny":
+            data["policy_action"] = "tool.execute"
+        if self.reason is not None:
+            data["reason"] = self.reason
+        # The call acts for the run's agent (as the policy's subject does).
+        return f"agent:{run.agent_id}", self.audit, f"tool_call:{call.id}", data
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,19 @@ def estimate_tokens(text: str) -> int:
 
 
 def build_context(
-    instructions: str, history: Sequence[Message], budget_tokens: int
+    instructions: str,
+    history: Sequence[Message],
+    budget_tokens: int,
+    recalled: str = "",
 ) -> list[ChatMessage]:
-    """System prompt, then the newest messages (oldest first) that fit in `budget_tokens`.
+    """System prompt (with `recalled` memories), then the newest messages (oldest first) that
+    fit in `budget_tokens`.
 
     The last message (the one being answered) is always kept, truncated if it alone is too long.
     A tool result never starts the context without the call it answers (models refuse that).
     """
-    system = [ChatMessage(role="system", content=instructions)] if instructions else []
+    prompt = "\n\n".join(part for part in (instructions, recalled) if part)
+    system = [ChatMessage(role="system", content=prompt)] if prompt else []
     remaining = budget_tokens - sum(estimate_tokens(m.content) for m in system)
     chosen: list[ChatMessage] = []
     for message in reversed(history):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from soma.runs.tool_store import ToolStore
 from soma.runs.views import message_json
 from soma.runtime.context import build_context, turns_before
 from soma.runtime.inflight import Handle, InFlight
+from soma.runtime.recall import RecallDenied, Recaller, memory_prompt
 from soma.storage.database import Database
 from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
@@ -47,6 +48,22 @@ class ChatModels(Protocol):
     def stream(self, model: str, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
 
 
+class TokenBudget(Protocol):
+    """Each tenant's LLM tokens per window."""
+
+    async def tokens_left(self, tenant_id: str) -> str | None:
+        """None while the tenant may call a model; else why not."""
+        ...
+
+    async def spend_tokens(self, tenant_id: str, tokens: int) -> None: ...
+
+
+class Attachments(Protocol):
+    async def expand(self, tenant_id: str, history: Sequence[Message]) -> list[Message]:
+        """`history` with the attachments of its messages in their content."""
+        ...
+
+
 @dataclass(frozen=True)
 class TurnDeps:
     database: Database
@@ -59,6 +76,10 @@ class TurnDeps:
     runtime: RuntimeSettings
     llm: LLMSettings
     owner: str
+    tokens: TokenBudget
+    attachments: Attachments
+    recaller: Recaller | None = None
+    """None when no memory service runs in this process (agents with memory then fail)."""
 
 
 class Turn:
@@ -132,10 +153,24 @@ class Turn:
                 ToolSpec(t.name, t.description, t.parameters)
                 for t in catalog.for_patterns(agent.tools)
             ]
-        history = await self._history(claimed)
+        said = await self._history(claimed)
+        recalled = ""
+        if agent.memory:
+            try:
+                recalled = await self._recall(claimed, said)
+            except Exception as exc:
+                _log.warning("run %s: recall failed: %s", self.run_id, _one_line(exc))
+                error = f"the agent's memory is unavailable: {_one_line(exc)}"
+                await self._finish(journal, run, RunStatus.FAILED, error)
+                return
+        history = await deps.attachments.expand(self.tenant_id, said)
         budget = deps.llm.models[agent.model].context_tokens - REPLY_RESERVE_TOKENS
-        messages = build_context(agent.instructions, history, budget)
+        messages = build_context(agent.instructions, history, budget, recalled)
         request = ChatRequest(messages=messages, tools=tools)
+        spent = await deps.tokens.tokens_left(self.tenant_id)
+        if spent is not None:
+            await self._finish(journal, run, RunStatus.FAILED, spent)
+            return
         timeout_s = agent.settings.run_timeout_s
         handle.interruptible = True
         try:
@@ -186,15 +221,37 @@ class Turn:
                     )
         return [] if user is None else turns_before(history, self.run_id, user.seq)
 
+    async def _recall(self, claimed: Claimed, history: list[Message]) -> str:
+        """The memories of the session's scope most relevant to the question, as a prompt."""
+        if self.deps.recaller is None:
+            raise RuntimeError("no memory service runs in this worker")
+        agent = claimed.agent
+        assert agent is not None
+        question = next((m.content for m in reversed(history) if m.role == "user"), "")
+        if not question.strip():
+            return ""
+        try:
+            found = await self.deps.recaller.memories(self.tenant_id, agent, claimed.user, question)
+        except RecallDenied as denied:
+            _log.info("run %s: policy denied memory.read: %s", self.run_id, denied)
+            return ""
+        return memory_prompt(found) if found else ""
+
     async def _generate(
         self, model: str, request: ChatRequest, journal: RunJournal
     ) -> ResultBuilder:
         """One model call: stream its text (as deltas) and collect its tool calls."""
         reply = ResultBuilder()
-        async for chunk in self.deps.models.stream(model, request):
-            reply.add(chunk)
-            if chunk.text:
-                await journal.delta(chunk.text)
+        try:
+            async for chunk in self.deps.models.stream(model, request):
+                reply.add(chunk)
+                if chunk.text:
+                    await journal.delta(chunk.text)
+        finally:
+            # Whatever the call reported counts, even when the run goes no further.
+            if reply.usage is not None:
+                used = reply.usage.prompt_tokens + reply.usage.completion_tokens
+                await asyncio.shield(self.deps.tokens.spend_tokens(self.tenant_id, used))
         return reply
 
     async def _park(self, claimed: Claimed, journal: RunJournal, reply: ResultBuilder) -> None:

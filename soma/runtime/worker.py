@@ -82,6 +82,9 @@ class ConversationWorker:
         await self._deps.inflight.stop()
         self._started = False
 
+    async def figures(self) -> dict[str, float]:
+        return {"runs_in_flight": len(self._in_flight)}
+
     async def health(self) -> Health:
         if not self._started:
             return Health.unhealthy("not consuming")

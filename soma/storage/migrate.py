@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -44,6 +45,19 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 async def migrate(engine: AsyncEngine) -> str:
     """Upgrade to head (a no-op when already there) and return the head revision."""
+    revision = await _locked(engine, lambda sync: command.upgrade(alembic_config(sync), "head"))
+    if revision is None:
+        raise RuntimeError("migration finished without a schema revision")
+    return revision
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> str | None:
+    """Downgrade to `revision` (`base` drops everything); returns where the schema is now."""
+    return await _locked(engine, lambda sync: command.downgrade(alembic_config(sync), revision))
+
+
+async def _locked(engine: AsyncEngine, step: Callable[[Connection], None]) -> str | None:
+    """Run one Alembic command in a transaction that other migrating processes wait for."""
     async with engine.connect() as conn:
         if is_sqlite(engine):
             # The write lock from BEGIN IMMEDIATE makes a second process wait, then find head.
@@ -53,15 +67,8 @@ async def migrate(engine: AsyncEngine) -> str:
                 await conn.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
-            await conn.run_sync(_upgrade)
-            revision = await conn.run_sync(_current)
-    if revision is None:
-        raise RuntimeError("migration finished without a schema revision")
-    return revision
-
-
-def _upgrade(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
+            await conn.run_sync(step)
+            return await conn.run_sync(_current)
 
 
 def _current(connection: Connection) -> str | None:

@@ -6,7 +6,8 @@ Each statement is one round trip and, alone or batched with `fetchmany`, one tra
 from __future__ import annotations
 
 from soma.runs.events import ATTEMPT_SPAN
-from soma.storage.rows import AGENT, MESSAGE, RUN, columns
+from soma.storage.audit_sql import pg_entry, pg_head
+from soma.storage.rows import AGENT, MESSAGE, RUN, SESSION, columns
 
 _RUN = columns(RUN)
 _NEXT_QUEUED = f"""(SELECT row_to_json(n) FROM (SELECT {_RUN} FROM runs
@@ -14,14 +15,34 @@ _NEXT_QUEUED = f"""(SELECT row_to_json(n) FROM (SELECT {_RUN} FROM runs
     AND runs.finished_at IS NULL AND runs.status = 'queued' ORDER BY runs.seq LIMIT 1) AS n)"""
 # (The statement's snapshot still shows `u` as it was, hence `runs.id <> u.id`.)
 
+_FRESH = "$23::text IS NOT NULL"
+"""The accept creates its session ($23, the new session's agent, is set only then)."""
+_LIVE_SESSION = f"""NOT EXISTS (SELECT 1 FROM d) AND ({_FRESH} OR EXISTS (SELECT 1 FROM sessions
+        WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL))"""
+_COUNT = "(cardinality($28::text[]) + 1)"
+"""Numbers the accept takes: its prior messages ($28 ids, $29 roles, $30 contents), its own."""
 ACCEPT = f"""
 WITH d AS (
     SELECT {columns(MESSAGE)} FROM messages
     WHERE $17::text IS NOT NULL AND idempotency_key = $17
-), s AS (
-    UPDATE sessions SET last_seq = last_seq + 1
-    WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM d)
+), h AS (
+    {pg_head("$2", "$18", _LIVE_SESSION)}
+), n AS (
+    INSERT INTO sessions ({columns(SESSION)}, last_seq)
+    SELECT $1, $2, $23, $24, $25, $26, $27, {_COUNT} FROM h WHERE {_FRESH}
     RETURNING last_seq
+), u AS (
+    UPDATE sessions SET last_seq = last_seq + {_COUNT}
+    WHERE NOT ({_FRESH}) AND id = $1 AND tenant_id = $2 AND deleted_at IS NULL
+        AND EXISTS (SELECT 1 FROM h)
+    RETURNING last_seq
+), s AS (
+    SELECT last_seq FROM n UNION ALL SELECT last_seq FROM u
+), p AS (
+    INSERT INTO messages ({columns(MESSAGE)})
+    SELECT x.id, $2, $1, NULL, x.role, x.content, NULL, NULL, '{{}}'::jsonb,
+        s.last_seq - {_COUNT} + x.i, NULL, $8
+    FROM s, unnest($28::text[], $29::text[], $30::text[]) WITH ORDINALITY AS x(id, role, content, i)
 ), m AS (
     INSERT INTO messages ({columns(MESSAGE)})
     SELECT $3, $2, $1, $4, $5, $6, NULL, NULL, $7, s.last_seq, $17, $8 FROM s
@@ -36,11 +57,19 @@ WITH d AS (
 ), o AS (
     INSERT INTO outbox (topic, key, payload, headers, created_at)
     SELECT $13, $14, $15, $16, $8 FROM r
+), a AS (
+    {pg_entry("h", "$2", "$19", "$20", "$21", "$22", "$8")}
 )
 SELECT $3::text, m.seq, NULL::json FROM m
 UNION ALL SELECT $3::text, NULL, row_to_json(d) FROM d"""
 # Each row names the accept it answers ($3, the new message's id): its seq, or the message
-# stored earlier under the same idempotency key (then nothing was written).
+# stored earlier under the same idempotency key (then nothing was written). The tenant's audit
+# head is taken first (`n` and `u` wait for `h`), so accepts lock in one order: head, then
+# session. A session deleted between the two still leaves its `message.accept` entry: the
+# chain never has a gap. A new session ($23 and on: agent, title, metadata, created_at, end
+# user) is inserted already numbered: the other parts share the statement's snapshot, in which
+# its row does not exist yet, so they take its number from `s` and its id from $1. Prior
+# messages take the numbers just before the user message's, in the order given.
 
 CLAIM = f"""
 WITH c AS (
@@ -53,7 +82,8 @@ WITH c AS (
     RETURNING {_RUN}
 ), s AS (
     UPDATE sessions SET last_seq = last_seq + 1 FROM c
-    WHERE sessions.id = c.session_id AND c.attempt - c.steps <= $6 RETURNING sessions.last_seq
+    WHERE sessions.id = c.session_id AND c.attempt - c.steps <= $6
+    RETURNING sessions.last_seq, sessions.end_user
 ), e AS (
     INSERT INTO run_events (run_id, seq, tenant_id, type, data, created_at)
     SELECT c.id, c.attempt * {ATTEMPT_SPAN} + 1, c.tenant_id, 'run.started',
@@ -65,7 +95,8 @@ SELECT c.*, (SELECT last_seq FROM s),
         WHERE agents.tenant_id = c.tenant_id AND agents.id = c.agent_id) AS a),
     (SELECT json_agg(h ORDER BY h.seq) FROM (SELECT {columns(MESSAGE)} FROM messages
         WHERE messages.tenant_id = c.tenant_id AND messages.session_id = c.session_id
-        ORDER BY seq DESC LIMIT $7) AS h)
+        ORDER BY seq DESC LIMIT $7) AS h),
+    (SELECT end_user FROM s)
 FROM c"""
 
 COMPLETE = f"""

@@ -8,6 +8,7 @@ of a CTE all see the snapshot the statement started from, hence the explicit ove
 from __future__ import annotations
 
 from soma.runs.tool_store import CALL_ID_LENGTH, RESULT_FROM
+from soma.storage.audit_sql import pg_chain, pg_lock
 from soma.storage.repositories.tool_calls import UNFINISHED
 from soma.storage.rows import AGENT, MESSAGE, RUN, TOOL_CALL, columns, in_list
 
@@ -79,10 +80,15 @@ WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND started_at < $4
 RETURNING {_CALL}"""
 
 RECORD = f"""
-WITH x AS (
+WITH RECURSIVE hl AS (
+    {pg_lock("$1", "$27")}
+), x AS (
     SELECT * FROM unnest($10::text[], $11::text[], $12::jsonb[], $13::text[], $14::text[],
                          $15::text[], $16::text[], $17::bigint[])
         WITH ORDINALITY AS x(id, status, result, error, output, call_id, message_id, eid, n)
+), y AS (
+    SELECT * FROM unnest($22::text[], $23::text[], $24::text[], $25::text[], $26::jsonb[])
+        WITH ORDINALITY AS y(body, actor, action, resource, data, n)
 ), a AS (
     SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::bigint[])
         AS a(id, name, approval_id, eid)
@@ -90,6 +96,7 @@ WITH x AS (
     SELECT {_LIVE_SESSION.format(session="$3")} OR NOT EXISTS (
         SELECT 1 FROM tool_calls AS t JOIN x ON t.id = x.id
         WHERE t.tenant_id = $1 AND t.status IN {in_list(RESULT_FROM)}) AS ok
+    FROM (SELECT count(*) FROM hl) AS locked
 ), r AS (
     UPDATE tool_calls AS t SET status = x.status, result = x.result, error = x.error,
         finished_at = $4
@@ -146,10 +153,14 @@ WITH x AS (
 ), o AS (
     INSERT INTO outbox (topic, key, payload, headers, created_at)
     SELECT $6, $7, $8, $9, $4 FROM q WHERE q.status = 'queued'
-)
-SELECT $22::int, (SELECT ok FROM ok), (SELECT status FROM q),
+), au AS (
+    SELECT row_number() OVER (ORDER BY r.n) AS k, y.body, y.actor, y.action, y.resource, y.data
+    FROM r JOIN y ON y.n = r.n WHERE y.body IS NOT NULL
+), {pg_chain("$1", "hl", "au", "$4")}
+SELECT $28::int, (SELECT ok FROM ok), (SELECT status FROM q),
     ARRAY(SELECT id FROM r), ARRAY(SELECT tool_call_id FROM ap), ARRAY(SELECT id FROM ap)"""
 # Results (x) and approvals (a) come as parallel arrays, in the order they were settled (the
 # tool messages are numbered in that order). `ok`: nothing is written when a result is due and
 # the session is gone. `n` is what the run still waits for once this statement's updates are
-# in (the snapshot, overlaid with `r` and `w`).
+# in (the snapshot, overlaid with `r` and `w`). Results written here are audited (`au`, in
+# the order settled) after the tenant's audit head, which `ok` locks before any other row.

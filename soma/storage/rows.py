@@ -27,7 +27,7 @@ MESSAGE = ("id", "tenant_id", "session_id", "run_id", "role", "content", "tool_c
            "tool_call_id", "metadata", "seq", "idempotency_key", "created_at")  # fmt: skip
 AGENT = ("id", "tenant_id", "name", "instructions", "model", "tools", "memory", "settings",
          "created_at", "updated_at")  # fmt: skip
-SESSION = ("id", "tenant_id", "agent_id", "title", "metadata", "created_at")
+SESSION = ("id", "tenant_id", "agent_id", "title", "metadata", "created_at", "end_user")
 TOOL_CALL = ("id", "tenant_id", "run_id", "session_id", "call_id", "name", "args", "status",
              "result", "error", "approval_id", "created_at", "finished_at", "started_at",
              "position", "event_base")  # fmt: skip
@@ -120,6 +120,7 @@ class Codec:
             title=row[at + 3],
             metadata=self.json(row[at + 4]) or {},
             created_at=self.ts(row[at + 5]),
+            user=row[at + 6],
         )
 
     def tool_call(self, row: Sequence[Any], at: int = 0) -> ToolCall:

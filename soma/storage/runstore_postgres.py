@@ -27,6 +27,7 @@ from soma.runs.store import (
     NextRequest,
     StatementCounts,
 )
+from soma.storage.audit_sql import PG_APPEND, PG_LOCK, pg_append_params
 from soma.storage.batcher import Batcher
 from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.pg_pool import IN_FLIGHT, MAX_BATCH, PgPool, settled, translated
@@ -68,7 +69,8 @@ class PostgresRunStore:
 
     @translated
     async def accept(self, acceptance: Acceptance) -> Message:
-        if acceptance.reject_if_active:
+        # A session created by this accept has no run yet: nothing to look for.
+        if acceptance.reject_if_active and acceptance.new_session is None:
             return await self._accept_exclusive(acceptance)
         return await self._accepts.submit(acceptance)
 
@@ -87,6 +89,7 @@ class PostgresRunStore:
             agent=None if agent is None else POSTGRES.agent([agent[c] for c in AGENT]),
             history=[POSTGRES.message([m[c] for c in MESSAGE]) for m in history],
             reply_seq=row[_N],
+            user=row[_N + 3],
             started=RunEvent(
                 run.attempt * ATTEMPT_SPAN + 1, EventType.STARTED, {"attempt": run.attempt}
             ),
@@ -101,10 +104,16 @@ class PostgresRunStore:
         e = finish.event
         params = (finish.tenant_id, finish.run_id, finish.status, finish.error,
                   finish.finished_at, list(finish.expected), e.id, e.type, e.data)  # fmt: skip
+        audited = finish.audit is not None
         async with self._pool.acquire() as conn, conn.transaction():
+            if audited:
+                await conn.execute(PG_LOCK, finish.tenant_id)
             row = await conn.fetchrow(FINISH, *params)
             run = None if row is None else await self._request_next(conn, row, finish)
-        self._count(trips=3 if run is None else 4, statements=1, transactions=1)
+            if run is not None and finish.audit is not None:
+                await conn.execute(PG_APPEND, *pg_append_params(finish.audit))
+        trips = (3 if run is None else 4) + audited
+        self._count(trips=trips, statements=1, transactions=1)
         if run is not None:
             self._signal.notify()
         return run
@@ -220,9 +229,11 @@ class PostgresRunStore:
 
     @translated
     async def _accept_many(self, items: list[Acceptance]) -> Sequence[Message | BaseException]:
+        # Tenants' audit heads are locked in one order by every batch: no deadlock.
+        ordered = sorted(items, key=lambda a: a.message.tenant_id)
         async with self._pool.acquire() as conn:
             try:
-                rows = await conn.fetchmany(ACCEPT, [_accept_params(a) for a in items])
+                rows = await conn.fetchmany(ACCEPT, [_accept_params(a) for a in ordered])
             except asyncpg.PostgresError:
                 if len(items) == 1:
                     raise
@@ -251,6 +262,8 @@ class PostgresRunStore:
         """`reject` agents: lock the session row, then look for an unfinished run."""
         session_id, tenant_id = item.message.session_id, item.message.tenant_id
         async with self._pool.acquire() as conn, conn.transaction():
+            # The audit head before the session, the order every accept locks them in.
+            await conn.execute(PG_LOCK, tenant_id)
             locked = await conn.fetchrow(
                 "SELECT 1 FROM sessions WHERE id = $1 AND tenant_id = $2 "
                 "AND deleted_at IS NULL FOR UPDATE",
@@ -318,11 +331,17 @@ class PostgresRunStore:
         self._pg.count(trips=trips, statements=statements, transactions=transactions)
 
 
+_OLD_SESSION = (None,) * 5
+
+
 def _accept_params(a: Acceptance) -> tuple[Any, ...]:
-    m, r, q, o = a.message, a.run, a.queued, a.request
+    m, r, q, o, au, s = a.message, a.run, a.queued, a.request, a.audit, a.new_session
+    fresh = _OLD_SESSION if s is None else (s.agent_id, s.title, s.metadata, s.created_at, s.user)
     return (m.session_id, m.tenant_id, m.id, r.id, m.role, m.content, m.metadata, m.created_at,
             r.agent_id, q.id, q.type, q.data, o.topic, o.key, o.value, dict(o.headers),
-            m.idempotency_key)  # fmt: skip
+            m.idempotency_key, au.body, au.actor, au.action, au.resource, au.data, *fresh,
+            [p.id for p in a.prior], [p.role for p in a.prior],
+            [p.content for p in a.prior])  # fmt: skip
 
 
 def _stored(item: Acceptance, row: Any) -> Message | BaseException:

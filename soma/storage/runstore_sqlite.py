@@ -29,12 +29,22 @@ from soma.storage.repositories.agents import Agent
 from soma.storage.repositories.messages import Message
 from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
-from soma.storage.rows import AGENT, MESSAGE, RUN, SESSION, SQLITE, columns, json_text, sqlite_ts
+from soma.storage.rows import (
+    AGENT,
+    MESSAGE,
+    RUN,
+    SESSION,
+    SQLITE,
+    columns,
+    json_text,
+    placeholders,
+    sqlite_ts,
+)
 from soma.storage.sqlite_loop import SqliteLoop, SqliteMetrics
 from soma.storage.sqlite_writes import (
     APPEND_MESSAGE,
-    NEXT_SEQ,
     add_outbox,
+    append_audit,
     append_event,
     message_params,
     one,
@@ -43,7 +53,9 @@ from soma.storage.sqlite_writes import (
 _RUN = columns(RUN)
 _INSERT_REPLY = APPEND_MESSAGE + " ON CONFLICT DO NOTHING"
 """A redelivered completion finds its reply (idempotency key) already there."""
-_RESERVE_SEQ = "UPDATE sessions SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"
+_RESERVE_SEQ = (
+    "UPDATE sessions SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq, end_user"
+)
 _CLAIM = f"""
 UPDATE runs SET status = 'running', attempt = attempt + 1, lease_owner = ?,
     lease_expires_at = ?, started_at = COALESCE(started_at, ?)
@@ -57,6 +69,15 @@ UPDATE runs SET status = ?, usage = COALESCE(?, usage), error = ?, finished_at =
     lease_owner = NULL, lease_expires_at = NULL
 WHERE tenant_id = ? AND id = ? AND status IN (SELECT value FROM json_each(?))
 RETURNING {_RUN}"""
+_INSERT_SESSION = (
+    f"INSERT INTO sessions ({columns(SESSION)}, last_seq) "
+    f"VALUES ({placeholders(len(SESSION) + 1, 'qmark')})"
+)
+_RESERVE_SEQS = (
+    "UPDATE sessions SET last_seq = last_seq + ? "
+    "WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL RETURNING last_seq"
+)
+"""Numbers an accept's messages (prior ones, then the user's) in a live session."""
 _PENDING_OUTBOX = (
     "SELECT id, topic, key, payload, headers FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?"
 )
@@ -140,6 +161,7 @@ class SqliteRunStore:
                 history=[SQLITE.message(m) for m in reversed(history)],
                 reply_seq=reply_seq[0],
                 started=started,
+                user=reply_seq[1],
             )
 
         return await self._writer.run(job)
@@ -187,6 +209,8 @@ class SqliteRunStore:
             if run is None:
                 return None
             append_event(conn, run.id, run.tenant_id, finish.event, at)
+            if finish.audit is not None:
+                append_audit(conn, finish.audit)
             _request_next(conn, run, finish.next_request, at)
             return run
 
@@ -318,20 +342,23 @@ def _accept(conn: sqlite3.Connection, a: Acceptance) -> Message:
         )
         if existing is not None:
             return SQLITE.message(existing)
-    row = one(conn, NEXT_SEQ, (message.session_id, message.tenant_id))
-    if row is None:
-        raise NotFoundError(f"session {message.session_id} not found")
-    seq: int = row[0]
-    if a.reject_if_active and one(
-        conn,
-        "SELECT 1 FROM runs WHERE session_id = ? AND finished_at IS NULL LIMIT 1",
-        (message.session_id,),
+    seq = _number(conn, a)
+    if (
+        a.reject_if_active
+        and a.new_session is None
+        and one(
+            conn,
+            "SELECT 1 FROM runs WHERE session_id = ? AND finished_at IS NULL LIMIT 1",
+            (message.session_id,),
+        )
     ):
         raise ConflictError(f"session {message.session_id} already has an active run")
     at = sqlite_ts(message.created_at)
-    params = list(message_params(message))
-    params[9] = seq
-    conn.execute(APPEND_MESSAGE, params)
+    first = seq - len(a.prior)
+    written = [*a.prior, message]
+    conn.executemany(
+        APPEND_MESSAGE, [message_params(replace(m, seq=first + i)) for i, m in enumerate(written)]
+    )
     conn.execute(
         "INSERT INTO runs (id, tenant_id, session_id, agent_id, message_id, status, attempt, "
         "created_at, seq) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
@@ -339,7 +366,23 @@ def _accept(conn: sqlite3.Connection, a: Acceptance) -> Message:
     )
     append_event(conn, run.id, run.tenant_id, a.queued, at)
     add_outbox(conn, a.request, at)
+    append_audit(conn, a.audit)
     return replace(message, seq=seq)
+
+
+def _number(conn: sqlite3.Connection, a: Acceptance) -> int:
+    """Create the new session or reserve numbers in the live one: the user message's seq."""
+    count, s = len(a.prior) + 1, a.new_session
+    if s is not None:
+        conn.execute(_INSERT_SESSION, (s.id, s.tenant_id, s.agent_id, s.title,
+                                       json_text(s.metadata), sqlite_ts(s.created_at), s.user,
+                                       count))  # fmt: skip
+        return count
+    row = one(conn, _RESERVE_SEQS, (count, a.message.session_id, a.message.tenant_id))
+    if row is None:
+        raise NotFoundError(f"session {a.message.session_id} not found")
+    seq: int = row[0]
+    return seq
 
 
 def _end(

@@ -16,7 +16,7 @@ from soma.observability.metrics import Metrics
 from soma.storage.database import Database
 from soma.storage.engine import create_engine, describe_url, is_sqlite, sqlite_file
 from soma.storage.metrics import StorageMetrics
-from soma.storage.migrate import current_revision, head_revision, migrate
+from soma.storage.migrate import current_revision, downgrade, head_revision, migrate
 from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.outbox_store import SqlOutboxStore
 from soma.storage.pg_pool import PgPool
@@ -69,7 +69,28 @@ class DatabaseService:
         """The backend URL for the dry-run plan, without credentials."""
         return describe_url(settings.database_url)
 
-    async def start(self) -> None:
+    async def migrate(self) -> str:
+        """Connect and upgrade the schema to head; `--migrate-only` does this and no more."""
+        await self._connect()
+        try:
+            self._head = await migrate(self.engine)
+        except Exception as exc:
+            raise StartupError(
+                f"database: migrating {self._where} failed: {self._reason(exc)}"
+            ) from None
+        return self._head
+
+    async def downgrade(self, revision: str) -> str | None:
+        """Connect and downgrade the schema to `revision` (`base`: nothing left)."""
+        await self._connect()
+        try:
+            return await downgrade(self.engine, revision)
+        except Exception as exc:
+            raise StartupError(
+                f"database: downgrading {self._where} to {revision} failed: {self._reason(exc)}"
+            ) from None
+
+    async def _connect(self) -> None:
         path = sqlite_file(self._url)
         if path is not None:
             try:
@@ -86,12 +107,9 @@ class DatabaseService:
             raise StartupError(
                 f"database: cannot connect to {self._where}: {self._reason(exc)}"
             ) from None
-        try:
-            self._head = await migrate(self.engine)
-        except Exception as exc:
-            raise StartupError(
-                f"database: migrating {self._where} failed: {self._reason(exc)}"
-            ) from None
+
+    async def start(self) -> None:
+        await self.migrate()
         try:
             await self.run_store.start()
         except Exception as exc:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from prometheus_client import Counter, Histogram
 
 from soma.runs.store import StatementCounts
+from soma.storage.audit_sql import register_chain_hash
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -89,6 +90,7 @@ class SqliteLoop:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            register_chain_hash(conn)
             self._checkpoints = asyncio.create_task(self._checkpoint_loop(), name="wal-checkpoint")
         else:
             conn.execute("PRAGMA query_only = ON")
@@ -218,15 +220,23 @@ class SqliteLoop:
     async def _checkpoint_loop(self) -> None:
         """PASSIVE checkpoints from a thread: they never block the writer or readers."""
         checkpointer = await asyncio.to_thread(self._open_checkpointer)
+        running: asyncio.Future[sqlite3.Cursor] | None = None
         try:
             while True:
                 await asyncio.sleep(CHECKPOINT_EVERY_S)
+                running = asyncio.ensure_future(
+                    asyncio.to_thread(checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                )
                 try:
-                    await asyncio.to_thread(checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    await asyncio.shield(running)
                 except sqlite3.Error as exc:  # the next round tries again
                     _log.warning("WAL checkpoint failed: %s", exc)
         finally:
-            await asyncio.to_thread(checkpointer.close)
+            # Cancelling the await does not stop the thread: closing the connection under a
+            # running checkpoint crashes the process (SIGSEGV), so wait for it first.
+            if running is not None:
+                await asyncio.gather(running, return_exceptions=True)
+            checkpointer.close()
 
     def _open_checkpointer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)

@@ -10,6 +10,8 @@ from typing import Any
 
 from soma.bus.port import OutgoingMessage
 from soma.runs.events import RunEvent
+from soma.storage.audit_chain import AuditRecord
+from soma.storage.audit_sql import SQLITE_APPEND
 from soma.storage.repositories.messages import Message
 from soma.storage.rows import MESSAGE, columns, json_text, sqlite_ts
 
@@ -48,6 +50,14 @@ def append_event(
 def add_outbox(conn: sqlite3.Connection, message: OutgoingMessage, at: str | None) -> None:
     headers = json_text(dict(message.headers))
     conn.execute(_INSERT_OUTBOX, (message.topic, message.key, message.value, headers, at))
+
+
+def append_audit(conn: sqlite3.Connection, record: AuditRecord) -> None:
+    """Chain `record` after its tenant's last entry (the writer holds the one write lock)."""
+    r = record
+    params = (r.tenant_id, r.actor, r.action, r.resource, json_text(r.data), r.body,
+              sqlite_ts(r.created_at))  # fmt: skip
+    conn.execute(SQLITE_APPEND, params)
 
 
 def one(conn: sqlite3.Connection, sql: str, params: Any) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -38,6 +39,9 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 ID_LENGTH = 64
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 """Autoincrement keys: INTEGER on SQLite (rowid alias), BIGINT on PostgreSQL."""
+EMBEDDING = LargeBinary().with_variant(VECTOR(), "postgresql")
+"""pgvector's `vector` on PostgreSQL (any dimension: the HNSW indexes cast to one); float32
+bytes on SQLite, searched by the memory service's in-process index."""
 
 
 def _id(**kwargs: Any) -> Column[Any]:
@@ -67,6 +71,8 @@ tenants = Table(
     _id(),
     Column("name", String(200), nullable=False, unique=True),
     _created(),
+    # Overrides of the `limits` settings (PATCH /v1/admin/tenants/{id}).
+    Column("limits", json_type(), nullable=False, server_default=text("'{}'")),
 )
 
 api_keys = Table(
@@ -110,6 +116,8 @@ sessions = Table(
     Column("metadata", json_type(), nullable=False),
     _created(),
     Column("deleted_at", UTCDateTime(), nullable=True),
+    # The end user the session talks to: whose memories its turns recall and keep.
+    Column("end_user", String(200), nullable=True),
     # The last message number handed out; appends lock this row, so numbering never races.
     _counter("last_seq"),
     Index(None, "tenant_id", "id"),
@@ -266,15 +274,32 @@ memories = Table(
     metadata,
     _id(),
     _tenant(),
-    Column("agent_id", String(ID_LENGTH), nullable=True),
+    # No FK to agents: a deleted agent's memories stay exportable until deleted themselves.
+    Column("agent_id", String(ID_LENGTH), nullable=False),
+    # The end user a memory belongs to (the application's name for them); NULL: the agent's.
+    Column("end_user", String(200), nullable=True),
+    Column("kind", String(16), nullable=False),
     Column("content", Text, nullable=False),
-    Column("content_hash", String(64), nullable=False),
-    Column("embedding", LargeBinary, nullable=True),
     Column("tags", json_type(), nullable=False),
-    Column("source", String(200), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("source_id", String(ID_LENGTH), nullable=True),
+    Column("embedding", EMBEDDING, nullable=False),
+    Column("embedding_model", String(200), nullable=False),
+    Column("embedding_dim", Integer, nullable=False),
     _created(),
-    Index(None, "tenant_id", "content_hash"),
-    Index(None, "tenant_id", "agent_id"),
+    Column("superseded_by", String(ID_LENGTH), nullable=True),
+    Column("superseded_at", UTCDateTime(), nullable=True),
+    Index(None, "tenant_id", "agent_id", "end_user", "created_at"),
+)
+
+memory_ingests = Table(
+    "memory_ingests",
+    metadata,
+    # One row per completed run the pipeline handled: a redelivery finds it and stores nothing.
+    Column("run_id", String(ID_LENGTH), primary_key=True),
+    _tenant(),
+    Column("stored", Integer, nullable=False),
+    _created(),
 )
 
 outbox = Table(
@@ -308,6 +333,20 @@ audit_log = Table(
     sqlite_autoincrement=True,
 )
 
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    # The last hash of each tenant's chain: PostgreSQL appends update it (see audit_sql).
+    Column(
+        "tenant_id",
+        String(ID_LENGTH),
+        ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("prev", String(64), nullable=False),
+    Column("head", String(64), nullable=False),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,
@@ -323,4 +362,5 @@ dead_letters = Table(
     _created(),
     Column("replayed_at", UTCDateTime(), nullable=True),
     Index(None, "tenant_id", "id"),
+    Column("last_seen_at", UTCDateTime(), nullable=True),
 )

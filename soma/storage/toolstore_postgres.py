@@ -16,6 +16,7 @@ import asyncpg
 from soma.core.errors import NotFoundError
 from soma.core.ids import new_id
 from soma.runs.tool_store import Loaded, Parked, Record, Recorded, Settlement, Step
+from soma.storage.audit_chain import AuditRecord
 from soma.storage.batcher import Batcher
 from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.pg_pool import IN_FLIGHT, MAX_BATCH, PgPool, settled, translated
@@ -133,11 +134,14 @@ def _park_params(step: Step) -> Params:
 
 def _record_params(record: Record) -> Params:
     run, o = record.run, record.resume
-    results = [_result_row(s) for s in record.settlements if not s.waits]
+    done = [s for s in record.settlements if not s.waits]
+    results = [_result_row(s) for s in done]
     waits = [_approval_row(s) for s in record.settlements if s.waits]
+    audits = [_audit_row(s, record) for s in done]
     return (run.tenant_id, run.id, run.session_id, record.at, record.next_check_at,
             o.topic, o.key, o.value, dict(o.headers),
-            *_arrays(results, _RESULT_WIDTH), *_arrays(waits, _APPROVAL_WIDTH))  # fmt: skip
+            *_arrays(results, _RESULT_WIDTH), *_arrays(waits, _APPROVAL_WIDTH),
+            *_arrays(audits, _AUDIT_WIDTH), any(a[0] is not None for a in audits))  # fmt: skip
 
 
 def _result_row(s: Settlement) -> Params:
@@ -149,7 +153,15 @@ def _approval_row(s: Settlement) -> Params:
     return (s.call.id, s.call.name, new_id(), s.event_id)
 
 
-_RESULT_WIDTH, _APPROVAL_WIDTH = 8, 4
+def _audit_row(s: Settlement, record: Record) -> Params:
+    entry = s.audit_entry(record.run)
+    if entry is None:
+        return (None, None, None, None, None)
+    audit = AuditRecord(record.run.tenant_id, *entry, created_at=record.at)
+    return (audit.body, audit.actor, audit.action, audit.resource, audit.data)
+
+
+_RESULT_WIDTH, _APPROVAL_WIDTH, _AUDIT_WIDTH = 8, 4, 5
 
 
 def _arrays(rows: list[Params], width: int) -> list[list[Any]]:

@@ -19,6 +19,7 @@ from soma.runs.tool_store import (
     Settlement,
     Step,
 )
+from soma.storage.audit_chain import AuditRecord
 from soma.storage.outbox_signal import OutboxSignal
 from soma.storage.repositories.runs import Run
 from soma.storage.repositories.tool_calls import UNFINISHED, ToolCall
@@ -37,6 +38,7 @@ from soma.storage.sqlite_writes import (
     APPEND_MESSAGE,
     NEXT_SEQ,
     add_outbox,
+    append_audit,
     append_event,
     one,
 )
@@ -178,6 +180,9 @@ def _record(conn: sqlite3.Connection, record: Record) -> Recorded:
             call = settled.call
             key = f"{call.id}:result"
             _append_message(conn, run, "tool", settled.output, None, call.call_id, key, at)
+            entry = settled.audit_entry(run)
+            if entry is not None:
+                append_audit(conn, AuditRecord(run.tenant_id, *entry, created_at=record.at))
             event = settled.result_event()
         append_event(conn, run.id, run.tenant_id, event, at)
         events.append(event)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import Tracer
 from prometheus_client import Counter, Histogram
 
-from soma.config.settings import ToolsSettings
+from soma.config.tools import ToolsSettings
 from soma.core.clock import utcnow
 from soma.observability.metrics import LATENCY_BUCKETS, Metrics
 from soma.policy.port import Decision, PolicyInput, Subject
@@ -122,7 +122,7 @@ class Executor:
             "interrupted: the tools service stopped while this call ran; it was not run again "
             "because it is not safe to repeat"
         )
-        return self._count(Settlement(call, "error", text))
+        return self._count(Settlement(call, "error", text, audit="tool.execute"))
 
     async def _checked(
         self, run: Run, agent: Agent, call: ToolCall, after_approval: bool
@@ -133,7 +133,7 @@ class Executor:
             return self._count(Settlement(call, "error", f"there is no tool named {call.name!r}"))
         if not any(fnmatch.fnmatchcase(call.name, p) for p in agent.tools if p):
             refusal = f"the agent {agent.name!r} may not use the tool {call.name!r}"
-            return self._count(Settlement(call, "refused", refusal))
+            return self._count(Settlement(call, "refused", refusal, audit="tool.refused"))
         if "_invalid" in call.args and len(call.args) == 1:
             return self._count(Settlement(call, "error", "the arguments are not a JSON object"))
         problems = deps.catalog.validate(call.name, call.args)
@@ -146,7 +146,10 @@ class Executor:
                 return self._count(Settlement(call, "awaiting_approval"), "approval")
             if not decision.allow:
                 refusal = f"refused by policy: {decision.reason}"
-                return self._count(Settlement(call, "refused", refusal))
+                denied = Settlement(
+                    call, "refused", refusal, audit="policy.deny", reason=decision.reason
+                )
+                return self._count(denied)
         return await self._run(run, agent, call, after_approval, checked=True)
 
     async def _run(
@@ -174,7 +177,9 @@ class Executor:
         deps.metrics.duration.labels(call.name).observe(time.perf_counter() - started)
         output = self._bounded(outcome.output)
         status = "ok" if outcome.status == "ok" else "error"
-        settled = Settlement(call, status, output, outcome.detail, after_approval=after_approval)
+        settled = Settlement(
+            call, status, output, outcome.detail, after_approval, audit="tool.execute"
+        )
         return self._count(settled)
 
     async def _outcome(self, run: Any, call: ToolCall, context: ToolCallContext) -> ToolOutcome:

@@ -1,7 +1,8 @@
-"""Schemathesis hooks for the OpenAPI fuzz test: never let the fuzzer revoke its own keys.
+"""Schemathesis hooks for the OpenAPI fuzz test: never let the fuzzer revoke its own keys
+or throttle itself for the rest of the run.
 
-Loaded by the `st` subprocess via SCHEMATHESIS_HOOKS; the ids to protect come in
-FUZZ_PROTECTED_KEY_IDS (comma-separated), set by the test that starts it.
+Loaded by the `st` subprocess via SCHEMATHESIS_HOOKS; the test that starts it sets
+FUZZ_PROTECTED_KEY_IDS (comma-separated), FUZZ_BASE_URL and FUZZ_KEY.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import httpx
 import schemathesis
 
 PROTECTED = frozenset(filter(None, os.environ.get("FUZZ_PROTECTED_KEY_IDS", "").split(",")))
@@ -16,10 +18,49 @@ STAND_IN = "0" * 32
 """A well-formed key id that exists nowhere (the route answers 404)."""
 
 
+def _admin(method: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.request(
+        method,
+        f"{os.environ['FUZZ_BASE_URL']}{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {os.environ['FUZZ_KEY']}"},
+        timeout=30,
+    )
+
+
+def _throwaway_key(tenant_id: str | None) -> str:
+    """A fresh key to change instead of a protected one, so the call means what it says.
+
+    A stand-in that does not exist would answer 404 where a key was just listed or created,
+    which schemathesis rightly reports. Keys the caller may not create get the stand-in.
+    """
+    body: dict[str, Any] = {"name": "fuzz-stand-in", "scopes": ["chat"]}
+    if tenant_id is not None:
+        body["tenant_id"] = tenant_id
+    created = _admin("POST", "/v1/admin/keys", body)
+    if created.status_code != 201:
+        return STAND_IN
+    key_id: str = created.json()["id"]
+    return key_id
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     # Runs before every request of every phase, including stateful links that reuse ids
-    # read from `GET /v1/admin/keys`.
+    # read from `GET /v1/admin/keys`. Reading a protected key changes nothing.
     parameters = case.path_parameters
-    if parameters and parameters.get("key_id") in PROTECTED:
-        parameters["key_id"] = STAND_IN
+    if case.method.upper() == "GET" or not parameters:
+        return
+    if parameters.get("key_id") in PROTECTED:
+        tenant_id = (case.query or {}).get("tenant_id")
+        parameters["key_id"] = _throwaway_key(tenant_id if isinstance(tenant_id, str) else None)
+
+
+@schemathesis.hook
+def after_call(context: Any, case: Any, response: Any) -> None:
+    # A tenant's limits set to a trickle (valid input, answered 200) would leave every later
+    # request a 429 and the rest of the run untested: put the defaults back at once.
+    tenant_id = (case.path_parameters or {}).get("tenant_id")
+    if case.method.upper() == "PATCH" and tenant_id and response.status_code == 200:
+        defaults = dict.fromkeys(response.json().get("overrides", {}))
+        _admin("PATCH", f"/v1/admin/tenants/{tenant_id}", {"limits": defaults})

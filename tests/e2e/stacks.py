@@ -139,6 +139,17 @@ def stack(
         drop_database(*cleanup)
 
 
+@pytest.fixture
+def embedded(tmp_path: Path, upstreams: dict[str, Upstream]) -> Iterator[Stack]:
+    """The embedded stack alone, for tests whose subject does not depend on the backends."""
+    built = Stack("embedded", tmp_path, {**model_env(upstreams), **FAST_RECOVERY})
+    yield built
+    for platform in built.platforms:
+        if platform.process.poll() is None:
+            platform.process.kill()
+            platform.process.wait()
+
+
 class Api:
     """A small synchronous client of one platform with one key."""
 

@@ -60,7 +60,7 @@ class Servers:
 
 @pytest.fixture
 def servers() -> Iterator[Servers]:
-    postgres = PostgresServer()
+    postgres = PostgresServer(durable=True)  # crashed under load: acknowledged commits stay
     redis = RedisServer()
     broker = TansuBroker()
     broker.start()

@@ -3,6 +3,7 @@ idle and slow connections (issue 10, findings 1, 2 and 4)."""
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import threading
@@ -398,3 +399,24 @@ def test_at_the_connection_limit_idle_ones_make_room_and_health_keeps_answering(
     for answer in busy_answers:
         assert_problem(answer, 408)  # the body never came: closed after body_timeout_s
     assert _chat(edge_platform, key) == (200, 202)
+
+
+def test_a_request_sent_before_the_previous_answer_ended_is_answered(
+    edge_platform: Platform,
+) -> None:
+    # A client may send its next request as soon as the previous body's bytes arrived, before
+    # the server finished that response; here the next request's body also comes later.
+    key = _key(edge_platform)
+    first = b"GET /v1/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+    second = (
+        f"POST /v1/sessions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", _port(edge_platform))) as sock:
+        sock.sendall(first + second)
+        time.sleep(0.3)  # the first answer completes while the second's body is still due
+        sock.sendall(b"{}")
+        sock.sendall(b"GET /v1/health/live HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        answers = _read_all(sock)
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)]
+    assert statuses == [200, 201, 200], answers[:600]

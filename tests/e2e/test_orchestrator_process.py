@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from soma.version import VERSION
 from tests.e2e.platform import ROOT, Platform, launch
 
 pytestmark = pytest.mark.e2e
@@ -22,6 +23,7 @@ def test_process_serves_health_and_metrics_and_stops_on_sigterm(
     platform_factory.append(platform)
     health = platform.wait_healthy()
     assert health.json()["status"] == "healthy"
+    assert health.json()["version"] == VERSION
     assert httpx.get(f"{platform.base_url}/v1/health/ready").status_code == 200
     assert httpx.get(f"{platform.base_url}/v1/health/live").status_code == 200
     metrics = httpx.get(f"{platform.base_url}/metrics")

@@ -99,6 +99,12 @@ def test_parallel_calls_stream_their_calls_and_results_and_run_once(
     again = api.send(session, call(("files", {"op": "read", "path": "note.txt"})), wait="true")
     assert again.status_code == 200, again.text
     assert "kept" in again.json()["message"]["content"]
+    # Each execution is in the tenant's audit chain, once, acting for the agent.
+    executed = api.client.get("/v1/admin/audit", params={"action": "tool.execute"}).json()
+    resources = [e["resource"] for e in executed["items"]]
+    assert len(resources) == 4 and {f"tool_call:{i}" for i in by_name.values()} < set(resources)
+    assert {e["data"]["status"] for e in executed["items"]} == {"ok"}
+    assert api.client.get("/v1/admin/audit/verify").json()["ok"] is True
 
 
 def test_approval_survives_a_restart_and_other_tenants_cannot_see_or_decide_it(
@@ -128,6 +134,10 @@ def test_approval_survives_a_restart_and_other_tenants_cannot_see_or_decide_it(
     assert [r["output"].strip() for r in results(api, run_id)] == ["approved"]
     again = api.client.post(f"/v1/approvals/{approval}", json={"decision": "deny"})
     assert again.status_code == 409
+    trail = api.client.get("/v1/admin/audit", params={"action": "approval.decide"}).json()
+    assert [(e["resource"], e["data"]["decision"]) for e in trail["items"]] == [
+        (f"approval:{approval}", "approved")
+    ]
 
 
 def test_kill_9_while_a_tool_runs_completes_without_running_it_twice(

@@ -82,9 +82,14 @@ async def _execute(url: str, *statements: str) -> None:
 
 class PostgresServer:
     """A throwaway server: `halt()` stops it (data kept, like a crash), `resume()` restarts
-    it on the same port, `close()` stops it and deletes everything."""
+    it on the same port, `close()` stops it and deletes everything.
 
-    def __init__(self) -> None:
+    Fast by default (no fsync, asynchronous commit). A test that crashes it must ask for a
+    `durable` one: otherwise the last commits it acknowledged are lost by the crash itself.
+    """
+
+    def __init__(self, durable: bool = False) -> None:
+        self._durable = durable
         self._bin = _bin_dir()
         self._root = Path(tempfile.mkdtemp(prefix="soma-pg-"))
         if os.geteuid() == 0:
@@ -113,9 +118,11 @@ class PostgresServer:
 
     def resume(self) -> None:
         options = (
-            f"-F -p {self.port} -k {self._root} -h 127.0.0.1 -c max_connections=300"
-            " -c shared_buffers=64MB -c synchronous_commit=off -c full_page_writes=off"
+            f"-p {self.port} -k {self._root} -h 127.0.0.1 -c max_connections=300"
+            " -c shared_buffers=64MB"
         )
+        if not self._durable:
+            options += " -F -c synchronous_commit=off -c full_page_writes=off"
         try:
             _as_postgres(
                 [str(self._bin / "pg_ctl"), "-D", str(self._data), "-l", str(self._log), "-w",

@@ -66,42 +66,6 @@ async def test_kv_rejects_bad_ttl(cache: CacheService) -> None:
         await cache.kv.set("k", b"v", ttl_s=0)
 
 
-async def test_limiter_exact_under_200_concurrent_callers(cache: CacheService) -> None:
-    decisions = await asyncio.gather(
-        *(cache.limiter.acquire("tenant-a", rate_per_s=1e-6, burst=17) for _ in range(200))
-    )
-    assert sum(d.allowed for d in decisions) == 17
-    assert sorted(d.remaining for d in decisions if d.allowed) == list(range(17))
-    denied = [d for d in decisions if not d.allowed]
-    assert all(d.remaining == 0 and d.retry_after_s > 1000 for d in denied)
-
-
-async def test_limiter_keys_are_independent_and_cost_counts(cache: CacheService) -> None:
-    first = await cache.limiter.acquire("a", rate_per_s=1e-6, burst=5, cost=5)
-    assert (first.allowed, first.remaining, first.retry_after_s) == (True, 0, 0.0)
-    assert not (await cache.limiter.acquire("a", rate_per_s=1e-6, burst=5)).allowed
-    other = await cache.limiter.acquire("b", rate_per_s=1e-6, burst=5, cost=2)
-    assert (other.allowed, other.remaining) == (True, 3)
-    big = await cache.limiter.acquire("b", rate_per_s=1e-6, burst=5, cost=4)
-    assert (big.allowed, big.remaining) == (False, 3)
-
-
-async def test_limiter_refills_after_retry_after(cache: CacheService) -> None:
-    assert (await cache.limiter.acquire("r", rate_per_s=20, burst=1)).allowed
-    denied = await cache.limiter.acquire("r", rate_per_s=20, burst=1)
-    assert not denied.allowed
-    assert 0 < denied.retry_after_s <= 0.05
-    await asyncio.sleep(denied.retry_after_s + 0.05)
-    assert (await cache.limiter.acquire("r", rate_per_s=20, burst=1)).allowed
-
-
-async def test_limiter_rejects_impossible_costs(cache: CacheService) -> None:
-    with pytest.raises(ValueError, match="cost"):
-        await cache.limiter.acquire("x", rate_per_s=1, burst=2, cost=3)
-    with pytest.raises(ValueError, match="rate_per_s"):
-        await cache.limiter.acquire("x", rate_per_s=0, burst=2)
-
-
 async def test_stream_append_and_read_after_id(cache: CacheService) -> None:
     assert await cache.streams.last_id("run-1") == 0
     assert await cache.streams.read("run-1", 0) == []
@@ -158,20 +122,6 @@ async def test_stream_expires_after_ttl_and_delete(cache: CacheService) -> None:
     await asyncio.sleep(1.3)
     assert await cache.streams.read("ttl", 0) == []
     assert await cache.streams.last_id("ttl") == 0
-
-
-async def test_rate_limit_decisions_are_counted(cache_url: str) -> None:
-    metrics = Metrics()
-    service = create_cache(make_settings(cache_url), metrics)
-    await service.start()
-    try:
-        for _ in range(3):
-            await service.limiter.acquire("m", rate_per_s=1e-6, burst=2)
-    finally:
-        await service.stop()
-    sample = metrics.registry.get_sample_value
-    assert sample("soma_rate_limit_decisions_total", {"result": "allowed"}) == 2
-    assert sample("soma_rate_limit_decisions_total", {"result": "limited"}) == 1
 
 
 async def test_stream_explicit_ids_may_skip_but_never_go_back(cache: CacheService) -> None:

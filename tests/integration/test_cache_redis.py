@@ -14,6 +14,7 @@ from soma.cache.redis_batch import ScriptCall
 from soma.config.settings import Settings
 from soma.core.errors import StartupError
 from soma.core.service import HealthStatus
+from soma.limits.port import Bucket
 from soma.observability.metrics import Metrics
 
 pytestmark = pytest.mark.integration
@@ -32,20 +33,17 @@ async def wait_for_blocked(cache: RedisCache, count: int) -> None:
     raise AssertionError(f"fewer than {count} readers blocked")
 
 
-async def test_limiter_exact_across_two_clients(clean_redis_url: str) -> None:
+async def test_a_bucket_is_exact_across_two_clients(clean_redis_url: str) -> None:
     first, second = redis_cache(clean_redis_url), redis_cache(clean_redis_url)
+    shared = [Bucket("shared", rate_per_s=1e-6, burst=25)]
     try:
-        calls = [
-            cache.limiter.acquire("shared", rate_per_s=1e-6, burst=25)
-            for _ in range(100)
-            for cache in (first, second)
-        ]
-        decisions = await asyncio.gather(*calls)
+        calls = [cache.quotas.take(shared) for _ in range(100) for cache in (first, second)]
+        taken = await asyncio.gather(*calls)
     finally:
         await first.aclose()
         await second.aclose()
-    assert len(decisions) == 200
-    assert sum(d.allowed for d in decisions) == 25
+    assert len(taken) == 200
+    assert sum(t.allowed for t in taken) == 25
 
 
 async def test_stream_ids_unique_across_two_clients(clean_redis_url: str) -> None:
@@ -70,7 +68,7 @@ async def test_many_blocked_readers_do_not_starve_commands(clean_redis_url: str)
         # Twenty readers wait on a pool of four: they hold no connection while they do.
         await cache.kv.set("still", b"works")
         assert await cache.kv.get("still") == b"works"
-        assert (await cache.limiter.acquire("k", rate_per_s=1, burst=1)).allowed
+        assert (await cache.quotas.take([Bucket("k", rate_per_s=1, burst=1)])).allowed
         assert await cache.streams.append("hot", b"news") == 1
         results = await asyncio.wait_for(asyncio.gather(*readers), timeout=20)
     finally:

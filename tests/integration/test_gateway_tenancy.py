@@ -16,6 +16,8 @@ from soma.config import Settings
 from soma.core import Service
 from soma.gateway.auth.verifier import cache_key
 from soma.gateway.service import GatewayService
+from soma.limits.governor import Limits
+from soma.limits.source import StoredOverrides
 from soma.observability.metrics import Metrics
 from soma.storage import DatabaseService
 from soma.storage.tables import agents, api_keys, messages, sessions, tenants
@@ -186,7 +188,14 @@ async def test_replicas_bootstrapping_at_once_make_one_tenant_and_one_key(
         await service.start()
     try:
         replicas = [
-            GatewayService(shared_settings, m, db.database, cache.kv, cache.limiter)
+            GatewayService(
+                shared_settings,
+                m,
+                db.database,
+                cache.kv,
+                cache.quotas,
+                limits=Limits(shared_settings.limits, cache.quotas, StoredOverrides(db.database)),
+            )
             for m, db, cache in zip(metrics, databases, caches, strict=True)
         ]
         await asyncio.gather(*(replica.start() for replica in replicas))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from soma.config.settings import HttpFetchSettings
+from soma.config.tools import HttpFetchSettings
 from soma.tools.builtins.http_fetch import HttpFetchTool
 from soma.tools.builtins.netguard import IPAddress, RefusedError
 from soma.tools.catalog import check_schema

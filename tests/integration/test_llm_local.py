@@ -1,18 +1,21 @@
-"""The bundled SmolLM2 GGUF through llama.cpp: real tokens, tool calls and prompt cancellation."""
+"""The bundled SmolLM2 GGUF through llama.cpp (xllamacpp): real tokens, tools and cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from soma.llm.accumulate import ResultBuilder
 from soma.llm.errors import ProviderRequestError, ProviderUnavailableError
 from soma.llm.local import LocalProvider
-from soma.llm.types import ChatMessage, ChatRequest, ToolSpec
+from soma.llm.local_model import LocalModel, bundled_model_path
+from soma.llm.types import ChatChunk, ChatMessage, ChatRequest, ChatResult, ToolCall, ToolSpec
 
 pytestmark = pytest.mark.integration
 
@@ -93,21 +96,45 @@ async def test_a_cancelled_consumer_task_stops_generation(local: LocalProvider) 
     await wait_until(lambda: local.active_generations == 0)
 
 
-async def test_tools_use_chatml_function_calling(local: LocalProvider) -> None:
+def assert_call_or_text(result: ChatResult, offered: set[str]) -> None:
+    """The shape a weak model can be held to: a call of an offered tool, or some text."""
+    if result.tool_calls:
+        assert result.finish_reason == "tool_calls"
+        for call in result.tool_calls:
+            assert call.name in offered
+            assert isinstance(json.loads(call.arguments), dict)
+    else:
+        assert result.content.strip()
+        assert result.finish_reason in ("stop", "length")
+    assert result.usage is not None and result.usage.completion_tokens > 0
+
+
+async def test_with_tools_the_model_calls_one_or_answers(local: LocalProvider) -> None:
+    for question in ("What is the weather in Paris? Use the tool.", "Say hello."):
+        request = ChatRequest(
+            [
+                ChatMessage("system", "You are a helpful assistant."),
+                ChatMessage("user", question),
+            ],
+            tools=[WEATHER],
+            temperature=0.0,
+            max_tokens=100,
+        )
+        assert_call_or_text(await local.complete(request), {"get_weather"})
+
+
+async def test_a_tool_result_in_the_history_is_answered(local: LocalProvider) -> None:
     request = ChatRequest(
         [
-            ChatMessage("system", "You are a helpful assistant."),
             ChatMessage("user", "What is the weather in Paris? Use the tool."),
+            ChatMessage("assistant", "", (ToolCall("call_1", "get_weather", '{"city": "Paris"}'),)),
+            ChatMessage("tool", "Sunny, 21 C", tool_call_id="call_1", name="get_weather"),
         ],
         tools=[WEATHER],
         temperature=0.0,
+        max_tokens=100,
     )
-    result = await local.complete(request)
-    assert result.finish_reason == "tool_calls"
-    (call,) = result.tool_calls
-    assert call.name == "get_weather"
-    assert isinstance(json.loads(call.arguments), dict)
-    assert result.usage is not None and result.usage.completion_tokens > 0
+    assert_call_or_text(await local.complete(request), {"get_weather"})
 
 
 async def test_two_concurrent_streams_use_two_instances(local: LocalProvider) -> None:
@@ -150,3 +177,119 @@ async def test_a_file_that_is_not_gguf_fails_to_load(tmp_path: Path) -> None:
             await provider.load()
     finally:
         await provider.aclose()
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LocalModel]:
+    loaded = LocalModel.load(bundled_model_path(), 2048)
+    yield loaded
+    loaded.close()
+
+
+def generate(model: LocalModel, request: ChatRequest) -> ChatResult:
+    builder = ResultBuilder()
+    model.generate(request, builder.add, threading.Event())
+    return builder.result()
+
+
+def test_the_bundled_template_shows_no_tools_so_the_json_answer_carries_them(
+    model: LocalModel,
+) -> None:
+    assert not model.native_tools
+    request = ChatRequest(
+        [ChatMessage("user", "What is the weather in Paris?")],
+        tools=[WEATHER],
+        temperature=0.0,
+        max_tokens=100,
+    )
+    result = generate(model, request)
+    assert_call_or_text(result, {"get_weather"})
+    # The JSON wrapper never leaks into the text.
+    assert not result.content.lstrip().startswith("{")
+
+
+def test_cancelling_stops_the_generation_at_the_next_token(model: LocalModel) -> None:
+    cancelled = threading.Event()
+    after_cancel: list[ChatChunk] = []
+    before_cancel: list[ChatChunk] = []
+
+    def emit(chunk: ChatChunk) -> None:
+        (after_cancel if cancelled.is_set() else before_cancel).append(chunk)
+        if len(before_cancel) == 3:
+            cancelled.set()
+
+    request = ChatRequest(
+        [ChatMessage("user", "Write a very long story about dragons and castles.")],
+        max_tokens=1500,
+    )
+    model.generate(request, emit, cancelled)
+    assert len(before_cancel) == 3
+    assert after_cancel == []  # not even the final chunk: a cancelled generation has no usage
+    # The single slot is free again at once: the next request runs, not queued behind 1500.
+    again = generate(model, ChatRequest([ChatMessage("user", "Hi")], max_tokens=5))
+    assert again.usage is not None and 0 < again.usage.completion_tokens <= 5
+
+
+def test_abort_stops_the_generation(model: LocalModel) -> None:
+    chunks: list[ChatChunk] = []
+
+    def emit(chunk: ChatChunk) -> None:
+        chunks.append(chunk)
+        if len(chunks) == 2:
+            model.abort()
+
+    request = ChatRequest([ChatMessage("user", "Count to one thousand.")], max_tokens=1500)
+    model.generate(request, emit, threading.Event())
+    assert len(chunks) == 2
+    # The next generation is not aborted by the flag the last one left.
+    again = generate(model, ChatRequest([ChatMessage("user", "Hi")], max_tokens=5))
+    assert again.usage is not None and again.usage.completion_tokens > 0
+
+
+def test_an_exception_in_emit_reaches_the_caller(model: LocalModel) -> None:
+    def emit(chunk: ChatChunk) -> None:
+        raise KeyError("consumer broke")
+
+    with pytest.raises(KeyError, match="consumer broke"):
+        model.generate(
+            ChatRequest([ChatMessage("user", "Hi")], max_tokens=5), emit, threading.Event()
+        )
+
+
+# A Hermes-style template (tools in the system turn, calls in <tool_call> tags): with it the
+# engine renders and parses the tools itself.
+HERMES_TEMPLATE = """{%- if tools %}<|im_start|>system
+You may call functions. Their signatures are within <tools></tools> XML tags:
+<tools>{% for tool in tools %}
+{{ tool | tojson }}{% endfor %}
+</tools>
+For each call, return {"name": <function-name>, "arguments": <args-json-object>} within
+<tool_call></tool_call> XML tags.<|im_end|>
+{% endif %}{%- for message in messages %}{%- if message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% elif message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant
+{%- for tool_call in message.tool_calls %}
+<tool_call>
+{"name": "{{ tool_call.function.name }}", "arguments": {{ tool_call.function.arguments | tojson }}}
+</tool_call>{%- endfor %}<|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+def test_a_template_that_shows_tools_gets_them_from_the_engine() -> None:
+    model = LocalModel.load(bundled_model_path(), 2048, chat_template=HERMES_TEMPLATE)
+    try:
+        assert model.native_tools
+        request = ChatRequest(
+            [ChatMessage("user", "What is the weather in Paris?")],
+            tools=[WEATHER],
+            temperature=0.0,
+            max_tokens=60,
+        )
+        assert_call_or_text(generate(model, request), {"get_weather"})
+    finally:
+        model.close()

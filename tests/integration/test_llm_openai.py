@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.integration
 
 KEY = "sk-test-very-secret-key"
 HELLO = ChatRequest(messages=[ChatMessage("user", "hello there friend")])
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
 
 
 def make_provider(upstream: ScriptedLLM, retries: int = 2, timeout_s: float = 5) -> OpenAIProvider:

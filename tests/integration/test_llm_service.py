@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from soma.observability.metrics import Metrics
 from tests.support.scripted_llm import ScriptedLLM, Text
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
 
 
 def remote_settings(base_url: str, default: str = "gpt") -> Settings:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
-from soma.config.settings import McpServerSettings
+from soma.config.tools import McpServerSettings
 from soma.core.errors import StartupError
 from soma.core.service import HealthStatus
 from soma.tools.builtins.files import FilesTool

@@ -5,7 +5,7 @@ Each test runs on SQLite and on PostgreSQL: the guarantees rest on row-level cla
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,6 @@ pytestmark = pytest.mark.integration
 
 DONE = {"completed", "failed", "cancelled"}
 MILESTONES = [EventType.QUEUED, EventType.STARTED, EventType.MESSAGE_COMPLETED, EventType.COMPLETED]
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

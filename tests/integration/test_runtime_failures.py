@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +12,6 @@ from tests.support.runtime_stack import RuntimeStack, running_stack, runtime_set
 from tests.support.scripted_llm import Hang, HttpError, ScriptedLLM, Text
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,6 @@ pytestmark = pytest.mark.integration
 DONE = {"completed", "failed", "cancelled"}
 STREAM_MAXLEN = 10
 READ_TIMEOUT_S = 15.0
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,13 +25,6 @@ pytestmark = pytest.mark.integration
 
 DONE = {"completed", "failed", "cancelled"}
 MAX_ATTEMPTS = 2
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedLLM]:
-    # Unscripted, it answers "You said: <question>".
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from soma.storage import create_engine, current_revision, head_revision, migrate
 from soma.storage.engine import SQLITE_BUSY_TIMEOUT_MS
+from soma.storage.migrate import alembic_config, downgrade
 from soma.storage.tables import metadata
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,16 @@ asyncio.run(main())
 """
 
 
+async def schema_differences(engine: AsyncEngine) -> list[object]:
+    """What Alembic's autogenerate sees between the database and tables.py."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: compare_metadata(
+                MigrationContext.configure(sync, opts={"compare_type": True}), metadata
+            )
+        )
+
+
 async def test_migrate_twice_is_a_no_op_the_second_time(database_url: str) -> None:
     engine = create_engine(database_url, 2, False)
     try:
@@ -52,13 +65,7 @@ async def test_migrated_schema_matches_the_table_definitions(database_url: str) 
     engine = create_engine(database_url, 2, False)
     try:
         await migrate(engine)
-        async with engine.connect() as conn:
-            differences = await conn.run_sync(
-                lambda sync: compare_metadata(
-                    MigrationContext.configure(sync, opts={"compare_type": True}), metadata
-                )
-            )
-        assert differences == []
+        assert await schema_differences(engine) == []
     finally:
         await engine.dispose()
 
@@ -113,5 +120,27 @@ async def test_postgres_outbox_inserts_notify_through_a_trigger(pg_database_url:
             query = text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'outbox'::regclass")
             names = (await conn.execute(query)).scalars().all()
         assert "soma_outbox_notify" in names
+    finally:
+        await engine.dispose()
+
+
+async def test_every_migration_downgrades_to_base_and_upgrades_again(database_url: str) -> None:
+    # Newest first: each step down must land exactly on the revision before it.
+    revisions = [s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
+    engine = create_engine(database_url, 2, False)
+    try:
+        assert await migrate(engine) == head_revision()
+        for below in [*revisions[1:], None]:
+            assert await downgrade(engine, "-1") == below
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: sync.dialect.get_table_names(sync))
+            if engine.dialect.name == "postgresql":
+                query = text("SELECT count(*) FROM pg_proc WHERE proname = 'soma_outbox_notify'")
+                assert (await conn.execute(query)).scalar() == 0
+        assert set(tables) <= {"alembic_version"}
+        assert await migrate(engine) == head_revision()
+        assert await downgrade(engine, "base") is None
+        assert await migrate(engine) == head_revision()
+        assert await schema_differences(engine) == []
     finally:
         await engine.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from soma.core.clock import utcnow
 from soma.core.errors import ConflictError, NotFoundError
+from soma.core.ids import new_id
 from soma.observability.metrics import Metrics
 from soma.storage import Database, StorageMetrics, create_engine, migrate
 from soma.storage.tables import audit_log
@@ -236,9 +237,32 @@ async def test_tool_calls_approvals_and_uploads(db: Database) -> None:
         assert await uow.uploads.get(world.tenant, upload.id) is None
 
 
+async def test_upload_usage_counts_shared_bytes_once(db: Database) -> None:
+    world = await make_world(db, "quota")
+    async with db.transaction() as uow:
+        made = [
+            await uow.uploads.create(
+                world.tenant,
+                filename=name,
+                content_type="text/plain",
+                size=size,
+                sha256=digest * 64,
+                path=f"uploads/{digest}",
+            )
+            for name, size, digest in (("a", 10, "a"), ("copy", 10, "a"), ("b", 7, "b"))
+        ]
+        assert await uow.uploads.usage(world.tenant) == (3, 17)
+        await uow.uploads.delete(world.tenant, made[0].id)
+        assert await uow.uploads.usage(world.tenant) == (2, 17)  # the copy keeps the bytes
+        await uow.uploads.delete(world.tenant, made[1].id)
+        assert await uow.uploads.usage(world.tenant) == (1, 7)
+
+
 async def test_dead_letters_can_be_listed_and_marked_replayed(db: Database) -> None:
     async with db.transaction() as uow:
-        letter = await uow.dead_letters.add(
+        letter_id = new_id()
+        await uow.dead_letters.record(
+            letter_id,
             topic="soma.tool.requests",
             key="s1",
             payload=b"\x00bad",
@@ -247,11 +271,11 @@ async def test_dead_letters_can_be_listed_and_marked_replayed(db: Database) -> N
             attempts=5,
             tenant_id="t1",
         )
-        assert await uow.dead_letters.get(letter.id, tenant_id="t2") is None
-        stored = await uow.dead_letters.get(letter.id, tenant_id="t1")
+        assert await uow.dead_letters.get(letter_id, tenant_id="t2") is None
+        stored = await uow.dead_letters.get(letter_id, tenant_id="t1")
         assert stored is not None and stored.payload == b"\x00bad"
-        assert await uow.dead_letters.mark_replayed(letter.id)
-        assert not await uow.dead_letters.mark_replayed(letter.id)
+        assert await uow.dead_letters.mark_replayed(letter_id)
+        assert not await uow.dead_letters.mark_replayed(letter_id)
         open_letters, _ = await uow.dead_letters.list(10, include_replayed=False)
     assert open_letters == []
 

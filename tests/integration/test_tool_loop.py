@@ -7,7 +7,7 @@ in process; the model is the scripted upstream, issuing tool calls. The tools ar
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,9 @@ from tests.support.scripted_llm import ScriptedLLM, Text, ToolCalls
 from tests.support.tool_stack import CountingTool, Tools
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 DONE = {"completed", "failed", "cancelled"}
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
 
 
 @pytest.fixture
@@ -272,3 +267,42 @@ async def test_an_undecided_approval_expires_as_a_refusal(
     assert decided.decided_by == "the approval timeout"
     (result,) = [e.data for e in await runtime.events(chat, run_id) if e.type == "tool.result"]
     assert result["status"] == "refused" and "not decided within" in result["output"]
+
+
+async def test_a_call_the_policy_denies_is_refused_and_audited(
+    tmp_path: Path, database_url: str, upstream: ScriptedLLM
+) -> None:
+    # The shipped policy plus one rule: the `count` tool is denied.
+    shipped = (ROOT / "soma" / "policy" / "rego" / "soma.rego").read_text()
+    allow = '} else := {"allow": true, "require_approval": false, "reason": "allowed"}'
+    rule = '} else := _deny("no counting") if {\n\tinput.resource.tool == "count"\n'
+    (tmp_path / "rego").mkdir()
+    (tmp_path / "rego" / "soma.rego").write_text(shipped.replace(allow, rule + allow))
+    settings = runtime_settings(tmp_path, database_url, upstream.base_url)
+    settings = settings.model_copy(
+        update={"policy": settings.policy.model_copy(update={"rego_dir": tmp_path / "rego"})}
+    )
+    upstream.script(
+        ToolCalls([("count", {"n": 1}), ("files", {"op": "list", "path": "."})]), Text("ok")
+    )
+    async with running_stack(settings) as runtime:
+        tools = Tools(runtime, tmp_path, [CountingTool()])
+        await tools.start(runtime)
+        chat = await tool_agent(runtime)
+        run_id = (await runtime.accept(chat, "count and list")).run.id
+        assert (await runtime.wait_run(chat, run_id, DONE)).status == "completed"
+        assert tools.counter.ran == []
+        async with runtime.database.read() as uow:
+            calls = {
+                c.name: c.id for c in await uow.tool_calls.list_for_run(chat.tenant_id, run_id)
+            }
+            trail = (await uow.audit.list(chat.tenant_id, 100)).items
+            verified = await uow.audit.verify(chat.tenant_id)
+    audited = {(e.action, e.resource) for e in trail if e.resource.startswith("tool_call:")}
+    assert audited == {
+        ("policy.deny", f"tool_call:{calls['count']}"),
+        ("tool.execute", f"tool_call:{calls['files']}"),
+    }
+    denial = next(e for e in trail if e.action == "policy.deny")
+    assert denial.data["reason"] == "no counting" and denial.actor == f"agent:{chat.agent.id}"
+    assert verified.ok

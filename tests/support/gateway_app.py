@@ -22,6 +22,8 @@ from soma.cache.service import CacheService, create_cache
 from soma.config import Settings
 from soma.core import HealthStatus, Service
 from soma.gateway.service import GatewayService
+from soma.limits.governor import Limits
+from soma.limits.source import StoredOverrides
 from soma.observability.metrics import Metrics
 from soma.storage import DatabaseService
 
@@ -53,6 +55,9 @@ class ServicesHealth:
 
     def ready(self) -> bool:
         return True
+
+    async def services(self, credentials: str | None, client: str) -> dict[str, Any] | None:
+        return None  # the orchestrator's view; this harness has no orchestrator
 
     async def report(self, credentials: str | None = None, client: str = "") -> dict[str, Any]:
         services: dict[str, Any] = {}
@@ -100,9 +105,11 @@ def build_gateway(
 ) -> tuple[GatewayService, FastAPI]:
     """A (not yet started) GatewayService and the app serving its routers."""
     extra = extra_routers(database, cache) if extra_routers is not None else ()
+    limits = Limits(settings.limits, cache.quotas, StoredOverrides(database.database))
     gateway = GatewayService(
-        settings, metrics, database.database, cache.kv, cache.limiter, extra_routers=extra
-    )
+        settings, metrics, database.database, cache.kv, cache.quotas, extra_routers=extra,
+        limits=limits,
+    )  # fmt: skip
     health = ServicesHealth([database, cache, gateway])
     app = create_app(health, metrics, NoOpTracer(), gateway.routers(), access_log=False)
     return gateway, app

@@ -31,12 +31,19 @@ from soma.config import Settings
 from soma.core.events import Envelope
 from soma.core.ids import worker_id
 from soma.core.service import Service
+from soma.limits.governor import Limits
+from soma.limits.source import StoredOverrides
 from soma.llm.service import LLMService
+from soma.memory.extract import Extractor, LLMExtractor, VerbatimExtractor
+from soma.memory.pipeline import MemoryPipeline
+from soma.memory.service import UnifiedMemoryService
 from soma.observability.metrics import Metrics
+from soma.policy.service import PolicyService, create_policy
 from soma.runs.commands import Accepted, accept, acceptance
 from soma.runs.journal import publish
 from soma.runs.store import RunStore
 from soma.runtime.inflight import InFlight
+from soma.runtime.recall import Recaller
 from soma.runtime.recovery import RecoveryService
 from soma.runtime.turn import TurnDeps
 from soma.runtime.worker import ConversationWorker
@@ -49,6 +56,8 @@ from soma.storage.repositories.runs import Run
 from soma.storage.repositories.sessions import Session
 from soma.storage.tables import outbox, runs
 from soma.tools.published import CatalogReader
+from soma.uploads.attach import AttachmentReader
+from soma.uploads.files import UploadFiles
 
 T = TypeVar("T")
 WAIT_S = 20.0
@@ -66,6 +75,7 @@ def runtime_settings(
     models: Mapping[str, Mapping[str, Any]] | None = None,
     retries: int = 2,
     llm: Mapping[str, Any] | None = None,
+    memory: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Small, fast settings; the default model `scripted` talks to the scripted upstream."""
     declared: dict[str, Any] = {
@@ -86,6 +96,7 @@ def runtime_settings(
             "drain_timeout_s": 0.0,
             **(runtime or {}),
         },
+        memory=dict(memory or {}),
     )
 
 
@@ -105,10 +116,21 @@ class Chat:
 class RuntimeStack:
     """The services, unstarted until `running_stack` (or `start`) starts them in order."""
 
-    def __init__(self, settings: Settings, *, orphans_at_start: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, orphans_at_start: bool = False, memory: bool = False
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.database_service = DatabaseService(settings, self.metrics)
+        self.memory: list[Service] = []
+        self.policy: PolicyService | None = None
+        recaller = None
+        if memory:
+            # Long-term memory as the manifest wires it: the service, recall, the pipeline.
+            self.policy = policy = create_policy(settings, self.metrics)
+            self.memory_service = UnifiedMemoryService(settings.memory, self.database, self.metrics)
+            recaller = Recaller(self.memory_service, policy, settings.memory)
+            self.memory = [policy, self.memory_service]
         self.cache: CacheService = create_cache(settings, self.metrics)
         self.bus: Bus = create_bus(settings, self.metrics)
         self.llm = LLMService(settings, self.metrics)
@@ -116,6 +138,9 @@ class RuntimeStack:
             self.database_service.outbox_store, self.bus, settings.outbox, self.metrics
         )
         self.owner = worker_id()
+        self.limits = Limits(
+            settings.limits, self.cache.quotas, StoredOverrides(self.database_service.database)
+        )
         self.deps = TurnDeps(
             database=self.database,
             store=self.run_store,
@@ -127,7 +152,22 @@ class RuntimeStack:
             runtime=settings.runtime,
             llm=settings.llm,
             owner=self.owner,
+            recaller=recaller,
+            tokens=self.limits,
+            attachments=AttachmentReader(
+                self.database_service.database,
+                UploadFiles(settings.data_dir / "uploads"),
+                settings.uploads.attachment_tokens,
+            ),
         )
+        if memory:
+            extractor: Extractor = VerbatimExtractor()
+            if settings.memory.extraction == "llm":
+                extractor = LLMExtractor(self.llm, settings.memory.extraction_model)
+            self.pipeline = MemoryPipeline(
+                self.bus, self.database, self.memory_service, extractor, policy, self.metrics
+            )
+            self.memory.append(self.pipeline)
         self.worker = ConversationWorker(
             self.bus, self.deps, self.metrics, trace.get_tracer("soma.runtime")
         )
@@ -151,7 +191,8 @@ class RuntimeStack:
 
     def core(self) -> list[Service]:
         """Manifest order for what every test needs; recovery is started by the tests using it."""
-        return [self.database_service, self.cache, self.bus, self.llm, self.relay, self.worker]
+        return [self.database_service, self.cache, self.bus, self.llm, *self.memory, self.relay,
+                self.worker]  # fmt: skip
 
     async def start(self, *services: Service) -> None:
         for service in services:
@@ -165,7 +206,13 @@ class RuntimeStack:
     # -- writing, as the gateway does ------------------------------------------------------
 
     async def conversation(
-        self, agent_name: str = "helper", model: str = SCRIPTED, **settings: Any
+        self,
+        agent_name: str = "helper",
+        model: str = SCRIPTED,
+        *,
+        memory: bool = False,
+        user: str | None = None,
+        **settings: Any,
     ) -> Chat:
         async with self.database.transaction() as uow:
             tenant = await uow.tenants.get_by_name("acme") or await uow.tenants.create("acme")
@@ -176,9 +223,10 @@ class RuntimeStack:
                     name=agent_name,
                     instructions="Answer briefly.",
                     model=model,
+                    memory=memory,
                     settings=AgentSettings(**settings),
                 )
-            session = await uow.sessions.create(tenant.id, agent_id=agent.id)
+            session = await uow.sessions.create(tenant.id, agent_id=agent.id, user=user)
         return Chat(tenant.id, agent, session)
 
     async def accept(self, chat: Chat, content: str, *, lose_request: bool = False) -> Accepted:
@@ -275,10 +323,14 @@ async def wait_for(
 
 @asynccontextmanager
 async def running_stack(
-    settings: Settings, *, orphans_at_start: bool = False, start_core: bool = True
+    settings: Settings,
+    *,
+    orphans_at_start: bool = False,
+    start_core: bool = True,
+    memory: bool = False,
 ) -> AsyncIterator[RuntimeStack]:
     """Start the core services (dependency order), yield, stop whatever was started (reverse)."""
-    stack = RuntimeStack(settings, orphans_at_start=orphans_at_start)
+    stack = RuntimeStack(settings, orphans_at_start=orphans_at_start, memory=memory)
     try:
         if start_core:
             await stack.start(*stack.core())

@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-from soma.config.settings import SandboxSettings, ToolsSettings
+from soma.config.tools import SandboxSettings, ToolsSettings
 from soma.tools.port import ToolCallContext, ToolOutcome
 from soma.tools.sandbox.provider import SandboxProvider
 from soma.tools.workspace import Workspaces

@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,17 @@ class RecordedRequest:
 Responder = Callable[[RecordedRequest], Reply]
 
 
+EMBEDDING_DIM = 64
+
+
+def bag_of_words(text: str) -> list[float]:
+    """A deterministic stand-in embedding: word counts hashed into `EMBEDDING_DIM` buckets."""
+    vector = [0.0] * EMBEDDING_DIM
+    for word in text.lower().replace(".", " ").replace("?", " ").split():
+        vector[zlib.crc32(word.encode()) % EMBEDDING_DIM] += 1.0
+    return vector
+
+
 def echo(request: RecordedRequest) -> Reply:
     return Text(f"You said: {request.last_user_content}", chunks=3)
 
@@ -144,6 +156,7 @@ class ScriptedLLM:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(
@@ -230,6 +243,21 @@ class ScriptedLLM:
             names = sorted(k for k in self._state.queues if k != "*")
         data = [{"id": n, "object": "model", "owned_by": "scripted"} for n in [*names, "scripted"]]
         return JSONResponse({"object": "list", "data": data})
+
+    async def _embeddings(self, request: Request) -> Response:
+        """Bag-of-words vectors (hashed words): texts sharing words come out similar."""
+        body = json.loads(await request.body() or b"{}")
+        self._record(request, body)
+        texts = body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return JSONResponse({"error": {"message": "input must be strings"}}, 400)
+        data = [
+            {"object": "embedding", "index": i, "embedding": bag_of_words(text)}
+            for i, text in enumerate(texts)
+        ]
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model")})
 
     async def _chat(self, request: Request) -> Response:
         body = json.loads(await request.body() or b"{}")
@@ -397,9 +425,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         help='a user message `call [["NAME", {json args}], ...]` makes the model call those '
         "tools; once their results are in, it answers `results: ...`",
     )
+    parser.add_argument(
+        "--record", help="append every request body to this file, one JSON object per line"
+    )
     args = parser.parse_args(argv)
 
     def responder(request: RecordedRequest) -> Reply:
+        if args.record:
+            with open(args.record, "a") as recording:
+                recording.write(json.dumps(request.body) + "\n")
         if args.tools:
             planned = tool_directive(request)
             if planned is not None:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from soma.config import Settings
 from soma.observability.metrics import Metrics
-from soma.storage import Database, StorageMetrics, create_engine, migrate
+from soma.storage import Database, DatabaseService, StorageMetrics, create_engine, migrate
 
 
 @pytest.fixture
@@ -18,6 +19,15 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await migrate(engine)
     yield Database(engine, StorageMetrics(Metrics()))
     await engine.dispose()
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[DatabaseService]:
+    """The started database service (run and tool stores included) on the parametrized backend."""
+    started = DatabaseService(Settings(database={"url": database_url}), Metrics())
+    await started.start()
+    yield started
+    await started.stop()
 
 
 @dataclass(frozen=True)

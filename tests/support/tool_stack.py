@@ -57,7 +57,9 @@ class Tools:
         self.counter = next(t for t in tools if isinstance(t, CountingTool))
         self.by_name = {t.spec.name: t for t in tools}
         catalog = Catalog([BuiltinTools([FilesTool(self.workspaces), *tools])])
-        self.policy = create_policy(settings, stack.metrics)
+        # With memory the stack has started the policy engine already: one per metrics registry.
+        self._own_policy = stack.policy is None
+        self.policy = stack.policy or create_policy(settings, stack.metrics)
         tracer = trace.get_tracer("test")
         executor = Executor(
             ExecutorDeps(
@@ -86,7 +88,7 @@ class Tools:
         )
 
     async def start(self, stack: RuntimeStack) -> None:
-        await stack.start(self.policy, self.service)
+        await stack.start(*([self.policy] if self._own_policy else []), self.service)
 
     async def health(self) -> Health:
         return await self.service.health()

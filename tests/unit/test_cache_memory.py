@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
-from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter
+from soma.cache.memory import MemoryKeyValue
+from soma.cache.memory_quotas import MemoryQuotas
 from soma.cache.memory_streams import MemoryRunStreams
+from soma.limits.port import Bucket
 
 
 class ManualClock:
@@ -40,60 +41,40 @@ async def test_kv_sweep_drops_expired_keys_nobody_reads() -> None:
     assert list(kv._items) == ["fresh"]
 
 
-async def test_limiter_refills_at_rate_up_to_burst() -> None:
+async def test_quota_bucket_refills_at_rate_up_to_burst() -> None:
     clock = ManualClock()
-    limiter = MemoryRateLimiter(clock)
+    quotas = MemoryQuotas(clock)
+    bucket = [Bucket("k", rate_per_s=2, burst=3)]
     for expected in (2, 1, 0):
-        decision = await limiter.acquire("k", rate_per_s=2, burst=3)
-        assert (decision.allowed, decision.remaining) == (True, expected)
-    denied = await limiter.acquire("k", rate_per_s=2, burst=3)
+        taken = await quotas.take(bucket)
+        assert (taken.allowed, taken.remaining) == (True, expected)
+    denied = await quotas.take(bucket)
     assert (denied.allowed, denied.retry_after_s) == (False, pytest.approx(0.5))
     clock.now += 0.5
-    assert (await limiter.acquire("k", rate_per_s=2, burst=3)).allowed
+    assert (await quotas.take(bucket)).allowed
     clock.now += 100
-    assert (await limiter.acquire("k", rate_per_s=2, burst=3)).remaining == 2
+    assert (await quotas.take(bucket)).remaining == 2
 
 
-async def test_limiter_retry_after_accounts_for_partial_tokens() -> None:
+async def test_quota_retry_after_accounts_for_partial_tokens() -> None:
     clock = ManualClock()
-    limiter = MemoryRateLimiter(clock)
-    assert (await limiter.acquire("k", rate_per_s=4, burst=4, cost=4)).allowed
-    clock.now += 0.25
-    denied = await limiter.acquire("k", rate_per_s=4, burst=4, cost=3)
-    assert (denied.allowed, denied.remaining) == (False, 1)
-    assert denied.retry_after_s == pytest.approx(0.5)
+    quotas = MemoryQuotas(clock)
+    bucket = [Bucket("k", rate_per_s=4, burst=1)]
+    assert (await quotas.take(bucket)).allowed
+    clock.now += 0.125
+    denied = await quotas.take(bucket)
+    assert (denied.allowed, denied.remaining) == (False, 0)
+    assert denied.retry_after_s == pytest.approx(0.125)
 
 
-async def test_limiter_exact_from_many_threads() -> None:
-    limiter = MemoryRateLimiter()
-    allowed: list[bool] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        results = [
-            asyncio.run(limiter.acquire("t", rate_per_s=1e-6, burst=40)).allowed for _ in range(25)
-        ]
-        with lock:
-            allowed.extend(results)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(allowed) == 200
-    assert sum(allowed) == 40
-
-
-async def test_limiter_sweep_forgets_only_full_buckets() -> None:
+async def test_quota_sweep_forgets_only_full_buckets() -> None:
     clock = ManualClock()
-    limiter = MemoryRateLimiter(clock)
-    await limiter.acquire("refilled", rate_per_s=1, burst=1)
-    await limiter.acquire("slow", rate_per_s=1e-6, burst=1)
+    quotas = MemoryQuotas(clock)
+    await quotas.take([Bucket("refilled", 1, 1), Bucket("slow", 1e-6, 1)])
     clock.now += 2
-    await limiter.acquire("trigger", rate_per_s=1, burst=1)
-    assert sorted(limiter._buckets) == ["slow", "trigger"]
-    assert not (await limiter.acquire("slow", rate_per_s=1e-6, burst=1)).allowed
+    await quotas.take([Bucket("trigger", 1, 1)])
+    assert sorted(quotas._buckets) == ["slow", "trigger"]
+    assert not (await quotas.take([Bucket("slow", 1e-6, 1)])).allowed
 
 
 async def test_stream_ttl_is_refreshed_by_append() -> None:

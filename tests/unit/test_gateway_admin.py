@@ -91,6 +91,7 @@ async def test_key_create_validation_errors_write_nothing(gw: GatewayHarness) ->
         {"scopes": ["chat"]},
         {"name": "x", "scopes": ["chat"], "secret": "mine"},
         {"name": "x", "scopes": "chat"},
+        {"name": 7, "scopes": ["chat"]},
     ]
     async with gw.client(gw.admin_key) as admin:
         for body in bad_bodies:

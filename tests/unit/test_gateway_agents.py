@@ -90,6 +90,10 @@ async def test_model_names_are_case_insensitive_and_stored_lower_case(gw: Gatewa
         {"name": "a", "tools": ["python", "python"]},
         {"name": "a", "tools": "python"},
         {"name": "a", "memory": "sometimes"},
+        # Values of another JSON type are not coerced: the schema says boolean, integer.
+        {"name": "a", "memory": 0},
+        {"name": "a", "max_steps": "5"},
+        {"name": "a", "run_timeout_s": "30"},
         {"name": ""},
         {"name": "has space"},
         {"instructions": "no name"},
@@ -143,6 +147,8 @@ async def test_patch_changes_only_the_given_fields(gw: GatewayHarness) -> None:
     [
         {"model": "nope"},
         {"max_steps": 100},
+        {"memory": 0},
+        {"memory": "true"},
         {"name": None},
         {"instructions": None},
         {"metadata": None},

@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Table, func, select
 
-from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter
+from soma.cache.memory import MemoryKeyValue
+from soma.cache.memory_quotas import MemoryQuotas
 from soma.config import Settings
 from soma.core.errors import StartupError
 from soma.gateway.service import GatewayService
 from soma.gateway.tenancy import ASSISTANT, DEFAULT_TENANT
+from soma.limits.governor import Limits
+from soma.limits.source import StoredOverrides
 from soma.observability.metrics import Metrics
 from soma.storage import DatabaseService
 from soma.storage.tables import agents, api_keys, tenants
@@ -126,7 +129,14 @@ async def test_two_replicas_starting_at_once_create_one_tenant_and_one_key(
     await second.start()
     try:
         replicas = [
-            GatewayService(settings, Metrics(), db.database, MemoryKeyValue(), MemoryRateLimiter())
+            GatewayService(
+                settings,
+                Metrics(),
+                db.database,
+                MemoryKeyValue(),
+                MemoryQuotas(),
+                limits=Limits(settings.limits, MemoryQuotas(), StoredOverrides(db.database)),
+            )
             for db in (first, second)
         ]
         await asyncio.gather(*(replica.start() for replica in replicas))

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from soma.cache.memory import MemoryKeyValue, MemoryRateLimiter
+from soma.cache.memory import MemoryKeyValue
+from soma.cache.memory_quotas import MemoryQuotas
 from soma.config.settings import AuthSettings
 from soma.gateway.auth.guard import FailedAuthGuard
 from soma.gateway.auth.issuer import issue_key, revoke_key
@@ -206,7 +207,7 @@ def test_the_local_cache_is_bounded_and_expires() -> None:
 
 async def test_failed_auth_is_a_token_bucket_per_address() -> None:
     clock = Clock()
-    guard = FailedAuthGuard(MemoryRateLimiter(clock), rate_per_s=0.5, burst=3, clock=clock)
+    guard = FailedAuthGuard(MemoryQuotas(clock), rate_per_s=0.5, burst=3, clock=clock)
     assert [await guard.failed("10.0.0.1") for _ in range(3)] == [0.0, 0.0, 0.0]
     wait = await guard.failed("10.0.0.1")
     assert wait == pytest.approx(2.0)

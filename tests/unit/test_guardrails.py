@@ -68,3 +68,16 @@ def test_gateway_and_runtime_never_import_each_other() -> None:
             if any(n == f"soma.{other}" or n.startswith(f"soma.{other}.") for n in imported(path)):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_the_cli_is_a_client_of_the_public_api_only() -> None:
+    """`soma` talks HTTP: of the platform it may use its configuration and redaction only."""
+    allowed = ("soma.cli", "soma.config", "soma.core.redact")
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "soma" / "cli").rglob("*.py"))
+        for name in sorted(imported(path))
+        if (name == "soma" or name.startswith("soma."))
+        and not any(name == a or name.startswith(a + ".") for a in allowed)
+    ]
+    assert offenders == []

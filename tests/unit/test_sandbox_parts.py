@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from soma.config.settings import SandboxSettings
+from soma.config.tools import SandboxSettings
 from soma.tools.sandbox import runner, seccomp
 from soma.tools.sandbox.bwrap import WORKSPACE, Layout
 from soma.tools.sandbox.limits import Limits, setpriv_argv

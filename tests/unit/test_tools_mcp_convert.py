@@ -19,7 +19,7 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
-from soma.config.settings import McpServerSettings
+from soma.config.tools import McpServerSettings
 from soma.tools.mcp.convert import outcome_for, spec_for
 
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {"q": {"type": "string"}}}

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 from pydantic import ValidationError
 
-from soma.config.settings import HttpFetchSettings
+from soma.config.tools import HttpFetchSettings
 from soma.tools.builtins.html_text import html_to_text
 from soma.tools.builtins.netguard import (
     AllowList,

@@ -11,7 +11,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -38,6 +38,12 @@ _LIMITED = "too many failed authentications from this address; retry later"
 _bearer = HTTPBearer(auto_error=False, description="An API key: `soma_<prefix>_<secret>`")
 
 
+class RateCheck(Protocol):
+    async def check(self, request: Request, principal: Principal) -> None:
+        """Raise (429, 503) when this request may not go on."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One authentication: the verification, and how long to wait when rate limited."""
@@ -59,8 +65,14 @@ class Authenticator:
     """The router-level dependency: verifies the bearer key and records the principal."""
 
     def __init__(
-        self, verifier: KeyVerifier, guard: FailedAuthGuard, metrics: GatewayMetrics
+        self,
+        verifier: KeyVerifier,
+        guard: FailedAuthGuard,
+        metrics: GatewayMetrics,
+        rate: RateCheck | None = None,
     ) -> None:
+        """`rate`: the request rate limit, checked for every authenticated request."""
+        self._rate = rate
         self._verifier = verifier
         self._guard = guard
         self._metrics = metrics
@@ -113,6 +125,8 @@ class Authenticator:
         request.state.soma_principal = principal
         # Each request runs in its own task (own context), so this ends with the request.
         tenant_id_var.set(principal.tenant_id)
+        if self._rate is not None:
+            await self._rate.check(request, principal)
         return principal
 
 

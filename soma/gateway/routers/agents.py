@@ -54,6 +54,8 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
             concurrency=body.concurrency,
             metadata=body.metadata,
             require_approval=tuple(body.require_approval),
+            recall_k=body.recall_k,
+            recall_budget_tokens=body.recall_budget_tokens,
         )
         try:
             async with ctx.database.transaction() as uow:
@@ -66,6 +68,10 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
                     memory=body.memory,
                     settings=settings,
                 )
+                await uow.audit.append(
+                    caller.tenant_id, actor=caller.actor, action="agent.create",
+                    resource=f"agent:{agent.id}", data={"name": agent.name},
+                )  # fmt: skip
         except ConflictError as exc:
             raise conflict(str(exc)) from None
         return AgentOut.of(agent)
@@ -101,6 +107,11 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
                 )
                 if body.require_approval is not None:
                     settings = replace(settings, require_approval=tuple(body.require_approval))
+                recall = ("recall_k", "recall_budget_tokens")
+                settings = replace(
+                    settings,
+                    **{f: getattr(body, f) for f in recall if f in body.model_fields_set},
+                )
                 updated = await uow.agents.update(
                     caller.tenant_id,
                     agent.id,
@@ -111,6 +122,12 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
                     memory=body.memory,
                     settings=settings,
                 )
+                if updated is not None:
+                    changed = sorted(body.model_dump(exclude_unset=True))
+                    await uow.audit.append(
+                        caller.tenant_id, actor=caller.actor, action="agent.update",
+                        resource=f"agent:{agent.id}", data={"fields": changed},
+                    )  # fmt: skip
         except ConflictError as exc:
             raise conflict(str(exc)) from None
         if updated is None:
@@ -126,6 +143,10 @@ def agents_router(ctx: GatewayContext) -> APIRouter:
             if agent.name == ASSISTANT:
                 raise conflict(f"the default agent {ASSISTANT!r} cannot be deleted")
             await uow.agents.delete(caller.tenant_id, agent.id)
+            await uow.audit.append(
+                caller.tenant_id, actor=caller.actor, action="agent.delete",
+                resource=f"agent:{agent.id}", data={"name": agent.name},
+            )  # fmt: skip
         return Response(status_code=204)
 
     return router

@@ -54,8 +54,9 @@ def runs_router(ctx: RunsContext) -> APIRouter:
     async def cancel(run_id: str, principal: ChatCaller) -> JSONResponse:
         try:
             run = await cancel_run(
-                ctx.database, ctx.store, ctx.streams, ctx.flags, principal.tenant_id, run_id
-            )
+                ctx.database, ctx.store, ctx.streams, ctx.flags, principal.tenant_id, run_id,
+                actor=principal.actor,
+            )  # fmt: skip
         except NotFoundError:
             raise not_found("run", run_id) from None
         except ConflictError as exc:

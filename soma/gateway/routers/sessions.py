@@ -39,7 +39,11 @@ def sessions_router(ctx: GatewayContext) -> APIRouter:
             if agent is None:
                 raise unprocessable(f"agent {ref!r} not found")
             session = await uow.sessions.create(
-                caller.tenant_id, agent_id=agent.id, title=body.title, metadata=body.metadata
+                caller.tenant_id,
+                agent_id=agent.id,
+                title=body.title,
+                metadata=body.metadata,
+                user=body.user,
             )
         return SessionOut.of(session)
 

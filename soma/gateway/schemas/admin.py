@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, Strict, field_validator
 
 from soma.gateway.auth.keys import Scope
 from soma.gateway.schemas.common import Name, RequestBody, ResponseBody
@@ -28,7 +28,10 @@ class TenantOut(ResponseBody):
 
 class KeyCreate(RequestBody):
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))]
+    scopes: Annotated[
+        # Strict would accept only `Scope` instances; JSON brings their string values.
+        list[Annotated[Scope, Strict(False)]], Field(min_length=1, max_length=len(Scope))
+    ]
     tenant_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     """Another tenant than the caller's: platform admins only."""
 
@@ -69,3 +72,25 @@ class KeyCreated(KeyOut):
     @classmethod
     def issued(cls, key: ApiKey, plaintext: str) -> KeyCreated:
         return cls(**KeyOut.of(key).model_dump(), key=plaintext)
+
+
+class LimitsPatch(RequestBody):
+    """Overrides of the `limits` settings for one tenant; `null` returns one to its default."""
+
+    key_requests_per_s: Annotated[float, Field(ge=0.001, le=1_000_000)] | None = None
+    key_burst: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    tenant_requests_per_s: Annotated[float, Field(ge=0.001, le=1_000_000)] | None = None
+    tenant_burst: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    max_inflight_runs: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    token_budget: Annotated[int, Field(ge=1)] | None = None
+    token_window_s: Annotated[int, Field(ge=60, le=31_536_000)] | None = None
+
+
+class TenantPatch(RequestBody):
+    limits: LimitsPatch
+
+
+class TenantDetail(TenantOut):
+    limits: dict[str, Any]
+    """In force: the settings' defaults with this tenant's overrides."""
+    overrides: dict[str, Any]

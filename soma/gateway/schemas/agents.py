@@ -26,6 +26,10 @@ ToolName = Annotated[
 ]
 Tools = Annotated[list[ToolName], Field(max_length=256)]
 Concurrency = Literal["enqueue", "reject"]
+RecallK = Annotated[int, Field(ge=1, le=100, description="Memories recalled per turn.")]
+RecallBudget = Annotated[
+    int, Field(ge=16, le=100_000, description="Prompt tokens recalled memories may take.")
+]
 
 DEFAULT_MAX_STEPS = 8
 DEFAULT_RUN_TIMEOUT_S = 120.0
@@ -51,6 +55,11 @@ class AgentCreate(RequestBody):
     require_approval: Tools = Field(default_factory=list)
     """Tools (names or patterns) whose calls wait for a person's approval."""
     memory: bool = False
+    """Recall memories into every turn and keep what is worth keeping after it."""
+    recall_k: RecallK | None = None
+    """None means the platform's `memory.recall_k`."""
+    recall_budget_tokens: RecallBudget | None = None
+    """None means the platform's `memory.recall_budget_tokens`."""
 
     @field_validator("tools", "require_approval")
     @classmethod
@@ -72,6 +81,10 @@ class AgentUpdate(RequestBody):
     tools: Tools | SkipJsonSchema[None] = None
     require_approval: Tools | SkipJsonSchema[None] = None
     memory: bool | SkipJsonSchema[None] = None
+    recall_k: RecallK | None = None
+    """`null` means the platform's `memory.recall_k` again."""
+    recall_budget_tokens: RecallBudget | None = None
+    """`null` means the platform's `memory.recall_budget_tokens` again."""
 
     @field_validator("tools", "require_approval")
     @classmethod
@@ -80,7 +93,7 @@ class AgentUpdate(RequestBody):
 
     @model_validator(mode="after")
     def _no_nulls(self) -> AgentUpdate:
-        nullable = {"model"}
+        nullable = {"model", "recall_k", "recall_budget_tokens"}
         nulls = sorted(
             name for name in self.model_fields_set - nullable if getattr(self, name) is None
         )
@@ -106,6 +119,8 @@ class AgentOut(ResponseBody):
     tools: list[str]
     require_approval: list[str]
     memory: bool
+    recall_k: int | None
+    recall_budget_tokens: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -123,6 +138,8 @@ class AgentOut(ResponseBody):
             tools=list(agent.tools),
             require_approval=list(agent.settings.require_approval),
             memory=agent.memory,
+            recall_k=agent.settings.recall_k,
+            recall_budget_tokens=agent.settings.recall_budget_tokens,
             created_at=agent.created_at,
             updated_at=agent.updated_at,
         )

@@ -11,6 +11,15 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 """Names double as OpenAI-compatible model names and URL parts, so they stay plain."""
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
+EndUser = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The application's name for an end user (opaque to the platform).",
+    ),
+]
 
 METADATA_MAX_BYTES = 16_384
 """Serialized (compact JSON) size of one `metadata` object."""
@@ -90,9 +99,10 @@ StoredMetadata = dict[str, Any]
 
 
 class RequestBody(BaseModel):
-    """Unknown fields are an error, so a typo never silently does nothing."""
+    """Unknown fields are an error, so a typo never silently does nothing; values are not
+    coerced across JSON types (`0` is not `false`, `"5"` is not `5`), as the schema says."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ResponseBody(BaseModel):

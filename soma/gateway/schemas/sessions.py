@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from soma.gateway.schemas.common import Metadata, RequestBody, ResponseBody, StoredMetadata
+from soma.gateway.schemas.common import (
+    EndUser,
+    Metadata,
+    RequestBody,
+    ResponseBody,
+    StoredMetadata,
+)
 from soma.storage.repositories import Message, Session
 
 
@@ -15,6 +21,8 @@ class SessionCreate(RequestBody):
     agent: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     """Agent name or id; None means the tenant's `assistant`."""
     title: Annotated[str, Field(max_length=500)] | None = None
+    user: EndUser | None = None
+    """The end user this session talks to: its turns recall and keep that user's memories."""
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -22,6 +30,7 @@ class SessionOut(ResponseBody):
     id: str
     agent_id: str
     title: str | None
+    user: str | None
     metadata: StoredMetadata
     created_at: datetime
 
@@ -31,6 +40,7 @@ class SessionOut(ResponseBody):
             id=session.id,
             agent_id=session.agent_id,
             title=session.title,
+            user=session.user,
             metadata=session.metadata,
             created_at=session.created_at,
         )

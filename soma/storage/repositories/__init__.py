@@ -3,7 +3,12 @@
 from soma.storage.repositories.agents import Agent, AgentRepository, AgentSettings
 from soma.storage.repositories.api_keys import ApiKey, ApiKeyRepository
 from soma.storage.repositories.approvals import Approval, ApprovalRepository
-from soma.storage.repositories.audit import AuditEntry, AuditRepository, AuditVerification
+from soma.storage.repositories.audit import (
+    AuditEntry,
+    AuditFilter,
+    AuditRepository,
+    AuditVerification,
+)
 from soma.storage.repositories.base import Page
 from soma.storage.repositories.dead_letters import DeadLetter, DeadLetterRepository
 from soma.storage.repositories.messages import Message, MessageRepository
@@ -24,6 +29,7 @@ __all__ = [
     "Approval",
     "ApprovalRepository",
     "AuditEntry",
+    "AuditFilter",
     "AuditRepository",
     "AuditVerification",
     "DeadLetter",

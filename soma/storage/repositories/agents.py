@@ -26,6 +26,10 @@ class AgentSettings:
     metadata: dict[str, Any] = field(default_factory=dict)
     require_approval: tuple[str, ...] = ()
     """Tool name patterns whose calls wait for a person's approval (the policy decides)."""
+    recall_k: int | None = None
+    """Memories recalled per turn when memory is on; None means `memory.recall_k`."""
+    recall_budget_tokens: int | None = None
+    """Prompt tokens the recalled memories may take; None means `memory.recall_budget_tokens`."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AgentSettings:
@@ -36,10 +40,16 @@ class AgentSettings:
             concurrency="reject" if data.get("concurrency") == "reject" else "enqueue",
             metadata=dict(data.get("metadata") or {}),
             require_approval=tuple(str(p) for p in data.get("require_approval") or ()),
+            recall_k=_optional_int(data.get("recall_k")),
+            recall_budget_tokens=_optional_int(data.get("recall_budget_tokens")),
         )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +92,7 @@ class AgentRepository(Repository):
         instructions: str,
         model: str,
         tools: Sequence[str] = (),
-        memory: bool = True,
+        memory: bool = False,
         settings: AgentSettings | None = None,
         agent_id: str | None = None,
     ) -> Agent:

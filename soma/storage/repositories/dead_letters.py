@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Row
 
 from soma.core.clock import utcnow
-from soma.core.ids import new_id
-from soma.storage.repositories.base import Page, Repository, fetch_page
+from soma.storage.repositories.base import Page, Repository, dialect_insert, fetch_page
 from soma.storage.tables import dead_letters
 
 
@@ -27,7 +26,9 @@ class DeadLetter:
     error: str
     attempts: int
     created_at: datetime
+    """First seen."""
     replayed_at: datetime | None
+    last_seen_at: datetime | None = None
 
 
 def _dead_letter(row: Row[Any]) -> DeadLetter:
@@ -42,6 +43,7 @@ def _dead_letter(row: Row[Any]) -> DeadLetter:
         attempts=row.attempts,
         created_at=row.created_at,
         replayed_at=row.replayed_at,
+        last_seen_at=row.last_seen_at or row.created_at,
     )
 
 
@@ -50,8 +52,9 @@ class DeadLetterRepository(Repository):
 
     __slots__ = ()
 
-    async def add(
+    async def record(
         self,
+        letter_id: str,
         *,
         topic: str,
         key: str,
@@ -59,35 +62,33 @@ class DeadLetterRepository(Repository):
         headers: Mapping[str, str],
         error: str,
         attempts: int,
-        tenant_id: str | None = None,
-    ) -> DeadLetter:
-        letter = DeadLetter(
-            id=new_id(),
-            tenant_id=tenant_id,
-            topic=topic,
-            key=key,
-            payload=payload,
-            headers=dict(headers),
-            error=error,
-            attempts=attempts,
-            created_at=utcnow(),
-            replayed_at=None,
-        )
+        tenant_id: str | None,
+    ) -> None:
+        """Keep a dead letter; the same one again (a redelivery, or a replay that failed
+        again) adds its attempts, is seen later and is no longer counted as replayed."""
+        now = utcnow()
+        statement = dialect_insert(self._conn.dialect.name, dead_letters)
+        values = {"id": letter_id, "tenant_id": tenant_id, "topic": topic, "key": key,
+                  "payload": payload, "headers": dict(headers), "error": error,
+                  "attempts": attempts, "created_at": now, "last_seen_at": now}  # fmt: skip
         await self._conn.execute(
-            insert(dead_letters),
-            {
-                "id": letter.id,
-                "tenant_id": tenant_id,
-                "topic": topic,
-                "key": key,
-                "payload": payload,
-                "headers": letter.headers,
-                "error": error,
-                "attempts": attempts,
-                "created_at": letter.created_at,
-            },
+            statement.values(values).on_conflict_do_update(
+                index_elements=["id"],
+                set_={
+                    "attempts": dead_letters.c.attempts + attempts,
+                    "error": error,
+                    "last_seen_at": now,
+                    "replayed_at": None,
+                },
+            )
         )
-        return letter
+
+    async def discard(self, dead_letter_id: str, *, tenant_id: str | None = None) -> bool:
+        statement = delete(dead_letters).where(dead_letters.c.id == dead_letter_id)
+        if tenant_id is not None:
+            statement = statement.where(dead_letters.c.tenant_id == tenant_id)
+        result = await self._conn.execute(statement.returning(dead_letters.c.id))
+        return result.first() is not None
 
     async def get(self, dead_letter_id: str, *, tenant_id: str | None = None) -> DeadLetter | None:
         query = select(dead_letters).where(dead_letters.c.id == dead_letter_id)

@@ -23,6 +23,8 @@ class Session:
     title: str | None
     metadata: dict[str, Any]
     created_at: datetime
+    user: str | None = None
+    """The end user it talks to (the application's name for them): whose memories it uses."""
 
 
 def _session(row: Row[Any]) -> Session:
@@ -33,7 +35,13 @@ def _session(row: Row[Any]) -> Session:
         title=row.title,
         metadata=dict(row.metadata),
         created_at=row.created_at,
+        user=row.end_user,
     )
+
+
+def new_session(tenant_id: str, agent_id: str, metadata: dict[str, Any] | None = None) -> Session:
+    """A session not written yet: the transaction that creates it inserts its row."""
+    return Session(new_id(), tenant_id, agent_id, None, dict(metadata or {}), utcnow())
 
 
 _live = sessions.c.deleted_at.is_(None)
@@ -50,6 +58,7 @@ class SessionRepository(Repository):
         title: str | None = None,
         metadata: dict[str, Any] | None = None,
         session_id: str | None = None,
+        user: str | None = None,
     ) -> Session:
         session = Session(
             id=session_id or new_id(),
@@ -58,6 +67,7 @@ class SessionRepository(Repository):
             title=title,
             metadata=dict(metadata or {}),
             created_at=utcnow(),
+            user=user,
         )
         await self._conn.execute(
             insert(sessions),
@@ -68,6 +78,7 @@ class SessionRepository(Repository):
                 "title": title,
                 "metadata": session.metadata,
                 "created_at": session.created_at,
+                "end_user": user,
             },
         )
         return session

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 
 from soma.core.clock import utcnow
@@ -50,6 +50,22 @@ class TenantRepository(Repository):
     async def get_by_name(self, name: str) -> Tenant | None:
         row = (await self._conn.execute(select(tenants).where(tenants.c.name == name))).first()
         return None if row is None else _tenant(row)
+
+    async def get_limits(self, tenant_id: str) -> dict[str, Any] | None:
+        """The tenant's overrides of the `limits` settings; None for an unknown tenant."""
+        query = select(tenants.c.limits).where(tenants.c.id == tenant_id)
+        row = (await self._conn.execute(query)).first()
+        return None if row is None else dict(row[0] or {})
+
+    async def set_limits(self, tenant_id: str, limits: dict[str, Any]) -> bool:
+        """Replace the overrides; False for an unknown tenant."""
+        statement = (
+            update(tenants)
+            .where(tenants.c.id == tenant_id)
+            .values(limits=limits)
+            .returning(tenants.c.id)
+        )
+        return (await self._conn.execute(statement)).first() is not None
 
     async def list(self, limit: int, cursor: str | None = None) -> Page[Tenant]:
         return await fetch_page(self._conn, select(tenants), tenants.c.id, limit, cursor, _tenant)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 
 from soma.core.clock import utcnow
@@ -111,6 +111,22 @@ class UploadRepository(Repository):
         if session_id is not None:
             query = query.where(uploads.c.session_id == session_id)
         return await fetch_page(self._conn, query, uploads.c.id, limit, cursor, _upload)
+
+    async def usage(self, tenant_id: str) -> tuple[int, int]:
+        """Live uploads of the tenant, and the bytes they keep stored (shared bytes once)."""
+        mine = (uploads.c.tenant_id == tenant_id, _live)
+        stored = select(uploads.c.sha256, uploads.c.size).where(*mine).distinct().subquery()
+        count = select(func.count()).where(*mine).select_from(uploads).scalar_subquery()
+        size = select(func.coalesce(func.sum(stored.c.size), 0)).scalar_subquery()
+        found, used = (await self._conn.execute(select(count, size))).one()
+        return int(found), int(used)
+
+    async def sharing(self, tenant_id: str, sha256: str) -> int:
+        """Live uploads of the tenant with these bytes."""
+        query = select(func.count()).where(
+            uploads.c.tenant_id == tenant_id, uploads.c.sha256 == sha256, _live
+        )
+        return int((await self._conn.execute(query)).scalar_one())
 
     async def delete(self, tenant_id: str, upload_id: str) -> bool:
         """Soft delete; True when a live upload of this tenant was deleted now."""

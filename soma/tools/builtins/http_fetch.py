@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from soma.config.settings import HttpFetchSettings
+from soma.config.tools import HttpFetchSettings
 from soma.tools.builtins.html_text import html_to_text
 from soma.tools.builtins.netguard import (
     AllowList,

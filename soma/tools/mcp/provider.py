@@ -14,12 +14,13 @@ from mcp import Client, MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, Implementation
 from pydantic import ValidationError
 
-from soma.config.settings import McpServerSettings
+from soma.config.tools import McpServerSettings
 from soma.core.errors import StartupError
 from soma.core.service import Health, HealthStatus
 from soma.tools.mcp.convert import SERVER_NAME, outcome_for, spec_for
 from soma.tools.mcp.transport import open_transport
 from soma.tools.port import Tool, ToolCallContext, ToolOutcome, ToolSpec
+from soma.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ STOP_TIMEOUT_S = 10.0
 """Longest `stop()` waits for the SDK's own shutdown (stdin closed, TERM, KILL: ~6 s)."""
 MAX_PAGES = 100
 """Pages of `tools/list` read per listing: a server that never ends its list cannot hang us."""
-CLIENT = Implementation(name="somaagent01", version="0.1.0")
+CLIENT = Implementation(name="somaagent01", version=VERSION)
 
 
 class McpTool:

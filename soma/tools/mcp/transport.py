@@ -14,7 +14,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
-from soma.config.settings import McpServerSettings
+from soma.config.tools import McpServerSettings
 
 TransportStreams = tuple[Any, Any]
 """(read stream, write stream) as the MCP SDK's transports yield them."""

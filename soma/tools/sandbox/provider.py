@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from soma.config.settings import ToolsSettings
+from soma.config.tools import ToolsSettings
 from soma.core.errors import StartupError
 from soma.core.service import Health, HealthStatus
 from soma.tools.builtins.python import PythonTool

@@ -1,0 +1,1 @@
+"""Standard front doors over the same runs: OpenAI (Chat Completions, Responses) and A2A."""

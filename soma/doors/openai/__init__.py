@@ -1,0 +1,1 @@
+"""The OpenAI-compatible doors: models, Chat Completions and Responses."""

@@ -1,0 +1,1 @@
+"""Per-tenant and per-key limits: request rates, runs in flight and LLM token budgets."""

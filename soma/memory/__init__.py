@@ -1,0 +1,1 @@
+"""Long-term memory: the one service that owns memories, its embedders, index and pipeline."""
