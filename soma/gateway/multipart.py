@@ -79,6 +79,9 @@ async def receive(
             received.declared = part.headers.get(b"content-type", b"").decode("latin-1")
         elif part.name not in fields:
             raise unprocessable(f"unknown field {part.name!r} (the form has {sorted(fields)})")
+        elif part.name in received.fields:
+            # Which of two values would be meant is a guess: refuse, as for the file.
+            raise unprocessable(f"the field {part.name!r} came twice")
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part.name == file_field:

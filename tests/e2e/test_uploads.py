@@ -106,6 +106,16 @@ def test_types_are_sniffed_and_quotas_enforced(stack: Stack) -> None:
         headers={"Content-Type": "multipart/form-data; boundary=b0"},
     )
     assert no_file.status_code == 422 and "'file'" in no_file.json()["detail"], no_file.text
+    session = api.client.post("/v1/sessions", json={}).json()["id"]
+    part = b'--b0\r\nContent-Disposition: form-data; name="session_id"\r\n\r\n%s\r\n'
+    twice = api.client.post(
+        "/v1/uploads",
+        content=part % session.encode() * 2
+        + b'--b0\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+        + b"hi\r\n--b0--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b0"},
+    )
+    assert twice.status_code == 422 and "came twice" in twice.json()["detail"], twice.text
     assert stored_files(stack) == []
     image = upload(api, "pic.png", PNG)
     assert image.status_code == 201 and image.json()["content_type"] == "image/png"
