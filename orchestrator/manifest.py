@@ -18,7 +18,7 @@ from soma.doors.a2a.door import a2a_card_router, a2a_door
 from soma.doors.openai.chat import chat_door
 from soma.doors.openai.responses import responses_door
 from soma.gateway.directory import AgentNames, SessionDirectory, agents_by_name
-from soma.gateway.routers.chat import chat_router
+from soma.gateway.routers.chat import MessagePost, chat_router
 from soma.gateway.routers.memories import memories_router
 from soma.gateway.routers.runs import runs_router
 from soma.gateway.routers.tools import tools_router
@@ -111,6 +111,7 @@ def _gateway(ctx: ServiceContext) -> Service:
         agents=AgentNames(agents_by_name(database), runtime.agent_cache_ttl_s),
         admission=limits,
     )
+    message_post = MessagePost(runs)
     return GatewayService(
         ctx.settings,
         ctx.metrics,
@@ -118,7 +119,7 @@ def _gateway(ctx: ServiceContext) -> Service:
         cache.kv,
         cache.quotas,
         extra_routers=(
-            chat_router(runs),
+            chat_router(message_post),
             runs_router(runs),
             chat_door(runs),
             responses_door(runs),
@@ -143,6 +144,7 @@ def _gateway(ctx: ServiceContext) -> Service:
         closing=runs.closing,
         public_routers=(a2a_card_router(),),
         limits=limits,
+        message_post=message_post,
     )
 
 

@@ -16,8 +16,10 @@ from soma.gateway.auth.bootstrap import bootstrap
 from soma.gateway.auth.deps import Authenticator
 from soma.gateway.auth.guard import FailedAuthGuard
 from soma.gateway.auth.keys import Scope
+from soma.gateway.auth.principal import Principal
 from soma.gateway.auth.verifier import KeyVerifier
 from soma.gateway.context import GatewayContext
+from soma.gateway.fast_message import fast_message_route
 from soma.gateway.metrics import GatewayMetrics
 from soma.gateway.ports import KeyValue
 from soma.gateway.problems import problem_responses
@@ -25,6 +27,7 @@ from soma.gateway.rate import RateGate
 from soma.gateway.routers.admin import admin_router
 from soma.gateway.routers.agents import agents_router
 from soma.gateway.routers.audit import audit_router
+from soma.gateway.routers.chat import MessagePost
 from soma.gateway.routers.dlq import dlq_router
 from soma.gateway.routers.sessions import sessions_router
 from soma.gateway.tenancy import Tenancy
@@ -83,12 +86,14 @@ class GatewayService:
         public_routers: Sequence[APIRouter] = (),
         *,
         limits: Limits,
+        message_post: MessagePost | None = None,
     ) -> None:
         self._settings = settings
         self._database = database
         self._router_factories = tuple(router_factories)
         self._extra_routers = tuple(extra_routers)
         self._public_routers = tuple(public_routers)
+        self._message_post = message_post
         gateway_metrics = GatewayMetrics(metrics)
         self.tenancy = Tenancy(database, settings.llm.default_model)
         self.verifier = KeyVerifier(database, kv, settings.auth, gateway_metrics)
@@ -125,7 +130,17 @@ class GatewayService:
         public = APIRouter(dependencies=[Depends(self._available)])
         for router in self._public_routers:
             public.include_router(router, responses=problem_responses([503]))
-        return [api, public]
+        if self._message_post is None:
+            return [api, public]
+        # Plain message POSTs skip FastAPI's dependency solving; the rest fall back to `api`.
+        fast = APIRouter()
+        fast.routes.append(fast_message_route(self._admit, self._message_post, api))
+        return [fast, api, public]
+
+    async def _admit(self, request: Request) -> Principal:
+        """What `api`'s dependencies check, for the fast message route."""
+        await self._available(request)
+        return await self.authenticator.admit(request)
 
     async def start(self) -> None:
         self._status = HealthStatus.STARTING

@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from soma.gateway.auth.deps import ChatCaller
+from soma.gateway.auth.principal import Principal
 from soma.gateway.conversation import Turn, send, wait_finished
 from soma.gateway.json_route import JsonRoute
 from soma.gateway.problems import unprocessable
@@ -20,6 +21,8 @@ from soma.runs.views import message_json, run_json
 
 MAX_CONTENT_CHARS = 100_000
 MAX_IDEMPOTENCY_KEY = 200
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
+MESSAGES_PATH = "/v1/sessions/{session_id}/messages"
 JSON = "application/json"
 
 
@@ -34,35 +37,26 @@ class Accepted(BaseModel):
     run_id: str
 
 
-def chat_router(ctx: RunsContext) -> APIRouter:
-    router = APIRouter(tags=["chat"], route_class=JsonRoute)
+class MessagePost:
+    """What `POST …/messages` does with valid input: shared by its FastAPI route and by
+    `soma.gateway.fast_message`, which serves the plain requests without dependency solving."""
 
-    @router.post(
-        "/v1/sessions/{session_id}/messages",
-        status_code=202,
-        response_model=Accepted,
-        responses={200: {"description": "with ?wait=true: the finished run and its reply"}},
-    )
-    async def send_message(
+    def __init__(self, ctx: RunsContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(
+        self,
+        principal: Principal,
         session_id: str,
         body: MessageIn,
-        principal: ChatCaller,
-        wait: Annotated[bool, Query()] = False,
-        stream: Annotated[bool, Query()] = False,
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                min_length=1,
-                max_length=MAX_IDEMPOTENCY_KEY,
-                pattern=r"^[\x21-\x7e]+$",
-                description="Retrying with the same key (per session) returns the first "
-                "acceptance instead of sending the message again.",
-            ),
-        ] = None,
+        *,
+        wait: bool,
+        stream: bool,
+        idempotency_key: str | None,
     ) -> Response:
         if wait and stream:
             raise unprocessable("choose one of wait=true and stream=true")
+        ctx = self._ctx
         turn = Turn(body.content, body.metadata, body.attachments, idempotency_key)
         sent = await send(ctx, principal, session_id, turn)
         run, fresh = sent.run, sent.fresh
@@ -82,5 +76,37 @@ def chat_router(ctx: RunsContext) -> APIRouter:
                             "message": None if reply is None else message_json(reply)}  # fmt: skip
                 return Response(orjson.dumps(body_out), 200, media_type=JSON)
         return Response(orjson.dumps(ids), 202, {"Location": f"/v1/runs/{run.id}"}, media_type=JSON)
+
+
+def chat_router(post: MessagePost) -> APIRouter:
+    router = APIRouter(tags=["chat"], route_class=JsonRoute)
+
+    @router.post(
+        MESSAGES_PATH,
+        status_code=202,
+        response_model=Accepted,
+        responses={200: {"description": "with ?wait=true: the finished run and its reply"}},
+    )
+    async def send_message(
+        session_id: str,
+        body: MessageIn,
+        principal: ChatCaller,
+        wait: Annotated[bool, Query()] = False,
+        stream: Annotated[bool, Query()] = False,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                min_length=1,
+                max_length=MAX_IDEMPOTENCY_KEY,
+                pattern=IDEMPOTENCY_KEY_PATTERN,
+                description="Retrying with the same key (per session) returns the first "
+                "acceptance instead of sending the message again.",
+            ),
+        ] = None,
+    ) -> Response:
+        return await post(
+            principal, session_id, body, wait=wait, stream=stream, idempotency_key=idempotency_key
+        )
 
     return router
