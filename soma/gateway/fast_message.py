@@ -22,13 +22,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from soma.gateway.auth.deps import check_scope
 from soma.gateway.auth.principal import Principal
-from soma.gateway.routers.chat import MAX_IDEMPOTENCY_KEY, MESSAGES_PATH, MessageIn, MessagePost
+from soma.gateway.routers.chat import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_IDEMPOTENCY_KEY,
+    MESSAGES_PATH,
+    MessageIn,
+    MessagePost,
+)
 
 Gate = Callable[[Request], Awaitable[Principal]]
 """Admits a request or raises its HTTPException (503, 401, 429...)."""
 
 _FLAGS = {b"true": True, b"false": False}
-_IDEMPOTENCY_KEY = re.compile(rb"[\x21-\x7e]{1,%d}" % MAX_IDEMPOTENCY_KEY)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN.encode())
 _JSON = b"application/json"
 
 
@@ -67,7 +73,8 @@ def plain(scope: Scope) -> Plain | None:
         elif name == b"content-length":
             length = True
         elif name == b"idempotency-key":
-            if found.idempotency_key is not None or not _IDEMPOTENCY_KEY.fullmatch(value):
+            well_formed = len(value) <= MAX_IDEMPOTENCY_KEY and _IDEMPOTENCY_KEY.fullmatch(value)
+            if found.idempotency_key is not None or not well_formed:
                 return None
             found.idempotency_key = value.decode("ascii")
         elif name == b"transfer-encoding":
